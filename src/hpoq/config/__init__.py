@@ -1,0 +1,1 @@
+"""Config schemas, YAML loading, settings from the environment and the run mode."""

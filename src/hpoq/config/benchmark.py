@@ -1,0 +1,43 @@
+"""Schema of the benchmark config (config/benchmark.yaml)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field, field_validator
+
+from hpoq.config.base import Precision, RunSection, StrictModel
+
+
+class BenchmarkStrategy(StrEnum):
+    BEST_PER_VARIANT = "best_per_variant"
+    LATEST_ONLY = "latest_only"
+
+
+# The fields that change what a measurement means; only these enter bench_fp.
+MEASUREMENT_FIELDS = frozenset(
+    {"batch_sizes", "warmup_iterations", "iterations", "max_seq_length", "precisions"}
+)
+
+
+class BenchmarkConfig(StrictModel):
+    run: RunSection = RunSection()  # mode null: inherit the HPO mode
+    batch_sizes: list[int] = Field([1, 8, 32], min_length=1, max_length=32)
+    warmup_iterations: int = Field(5, ge=0, le=10_000)
+    iterations: int = Field(20, ge=1, le=100_000)
+    max_seq_length: int = Field(128, ge=8, le=8192)
+    precisions: list[Precision] = Field([Precision.FP32], min_length=1)
+    benchmark_all_variants: bool = True
+    benchmark_strategy: BenchmarkStrategy = BenchmarkStrategy.BEST_PER_VARIANT
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_unique(cls, value: list[int]) -> list[int]:
+        if any(b < 1 or b > 65_536 for b in value):
+            raise ValueError("batch sizes must be between 1 and 65536")
+        if len(set(value)) != len(value):
+            raise ValueError("batch sizes must be unique")
+        return value
+
+    def fingerprint_payload(self) -> dict[str, object]:
+        return self.model_dump(mode="json", include=set(MEASUREMENT_FIELDS))

@@ -1,0 +1,71 @@
+"""Schema of an experiment file: which HPO, data, benchmark, selection and tags files to use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+
+from hpoq.config.base import SafeName, StrictModel
+from hpoq.config.benchmark import BenchmarkConfig
+from hpoq.config.data import DataConfig
+from hpoq.config.hpo import HpoConfig
+from hpoq.config.selection import SelectionConfig
+from hpoq.config.tags import TagsRegistry
+
+
+class MlflowExperiments(StrictModel):
+    """MLflow experiment names; None means `{experiment name}-hpo` / `-benchmark`."""
+
+    hpo: str | None = Field(None, min_length=1, max_length=250)
+    benchmark: str | None = Field(None, min_length=1, max_length=250)
+
+
+class ExperimentFile(StrictModel):
+    """What an experiment YAML holds. Paths are relative to the experiment file."""
+
+    name: SafeName
+    hpo: str
+    data: str
+    benchmark: str
+    selection: str
+    tags: str | None = None
+    mlflow: MlflowExperiments = MlflowExperiments()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A fully loaded experiment: every referenced file parsed and validated."""
+
+    name: str
+    source: Path
+    hpo: HpoConfig
+    data: DataConfig
+    benchmark: BenchmarkConfig
+    selection: SelectionConfig
+    tags: TagsRegistry
+    hpo_experiment_name: str
+    benchmark_experiment_name: str
+    # Directory that relative data paths are resolved against (the experiment's repo root).
+    base_dir: Path
+
+    def data_dir(self) -> Path:
+        """The dataset directory on this machine (local_path, relative to base_dir)."""
+        path = Path(self.data.local_path).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "source": str(self.source),
+            "mlflow": {
+                "hpo_experiment": self.hpo_experiment_name,
+                "benchmark_experiment": self.benchmark_experiment_name,
+            },
+            "hpo": self.hpo.model_dump(mode="json"),
+            "data": self.data.model_dump(mode="json"),
+            "benchmark": self.benchmark.model_dump(mode="json"),
+            "selection": self.selection.model_dump(mode="json"),
+            "tags": self.tags.model_dump(mode="json"),
+        }

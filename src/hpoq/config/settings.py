@@ -1,0 +1,57 @@
+"""Settings from the environment.
+
+Precedence, highest first: an explicit argument (CLI flag or function parameter), the
+environment variable, the embedded local default. Unset means "use the local default":
+an embedded Redis under the output directory, SQLite MLflow and a file-journal Optuna
+storage per study.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password part of every URL in `url` (scheme://user:secret@host -> user:***)."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+class Settings(BaseSettings):
+    """hpoq's environment. Secrets are SecretStr so they never print by accident."""
+
+    model_config = SettingsConfigDict(env_prefix="HPOQ_", extra="ignore", frozen=True)
+
+    redis_url: SecretStr | None = None
+    optuna_storage: SecretStr | None = None
+    output_dir: Path = Path("outputs")
+    platform: str | None = Field(None, description="Override the detected platform name")
+    mlflow_tracking_uri: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "HPOQ_MLFLOW_TRACKING_URI")
+    )
+
+    def output_root(self) -> Path:
+        return self.output_dir.expanduser().resolve()
+
+    def describe(self) -> dict[str, str | None]:
+        """The settings with secrets redacted, for logs and `hpoq status`."""
+
+        def show(value: SecretStr | None) -> str | None:
+            return None if value is None else redact_url(value.get_secret_value())
+
+        return {
+            "redis_url": show(self.redis_url),
+            "optuna_storage": show(self.optuna_storage),
+            "mlflow_tracking_uri": show(self.mlflow_tracking_uri),
+            "output_dir": str(self.output_root()),
+            "platform": self.platform,
+        }
+
+
+def load_settings() -> Settings:
+    return Settings()

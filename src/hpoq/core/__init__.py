@@ -1,0 +1,1 @@
+"""What producer and workers share: fingerprints, keys, names, paths and coordination."""

@@ -1,0 +1,42 @@
+"""The benchmark key: `{backbone}:{variant}:{run_id}:{trial_id}:{data_fp}:{bench_fp}`."""
+
+from __future__ import annotations
+
+from hpoq.config.benchmark import BenchmarkConfig
+from hpoq.config.data import DataConfig
+from hpoq.core.fingerprints import (
+    CACHE_NAME_LENGTH,
+    benchmark_fingerprint,
+    data_fingerprint,
+    sha256_hex,
+)
+from hpoq.errors import InputError
+
+NO_RUN_ID = "none"
+
+
+def build_benchmark_key(
+    *,
+    backbone: str,
+    variant: str,
+    run_id: str | None,
+    trial_id: str,
+    data: DataConfig,
+    benchmark: BenchmarkConfig,
+) -> str:
+    """The stable identity of one measurement. `variant` is the study name of the variant."""
+    parts = {"backbone": backbone, "variant": variant, "trial_id": trial_id}
+    for field, value in parts.items():
+        if not value or ":" in value:
+            raise InputError(f"{field}: {value!r} cannot be part of a benchmark key")
+    run = run_id or NO_RUN_ID
+    if ":" in run:
+        raise InputError(f"run_id: {run!r} cannot be part of a benchmark key")
+    return ":".join(
+        [backbone, variant, run, trial_id, data_fingerprint(data), benchmark_fingerprint(benchmark)]
+    )
+
+
+def cache_file_name(key: str) -> str:
+    """Disk cache name for a key: the key itself may be long or hold unsafe characters."""
+    return f"benchmark_{sha256_hex(key)[:CACHE_NAME_LENGTH]}.json"

@@ -1,0 +1,1 @@
+"""The `hpoq` CLI and the planning behind it. Never imports torch."""
