@@ -1,0 +1,59 @@
+"""MLflow connection: the tracking URI, experiments by name, a client.
+
+`MLFLOW_TRACKING_URI` wins when set (as MLflow users expect); otherwise a SQLite store
+under the output directory. Imports mlflow lazily: the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpoq.config.settings import Settings, redact_url
+from hpoq.core.paths import OutputLayout
+from hpoq.errors import ServiceError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+
+def tracking_uri(settings: Settings, layout: OutputLayout) -> str:
+    if settings.mlflow_tracking_uri is not None:
+        return settings.mlflow_tracking_uri.get_secret_value()
+    layout.root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{layout.mlflow_db()}"
+
+
+def artifact_root(layout: OutputLayout) -> str:
+    return (layout.root / "mlartifacts").as_uri()
+
+
+def make_client(uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, creating it when missing (safe when several processes race)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client.get_experiment_by_name(name)
+        if found is not None:
+            return str(found.experiment_id)
+        try:
+            return str(client.create_experiment(name, artifact_location=artifact_location))
+        except MlflowException:
+            # Another process created it between our lookup and create.
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return str(found.experiment_id)
+    except MlflowException as exc:
+        raise ServiceError(f"MLflow: cannot open experiment {name!r}: {redact_url(str(exc))}") from exc
+
+
+def find_experiment_id(client: MlflowClient, name: str) -> str | None:
+    """The experiment's id, or None when it does not exist yet (read-only)."""
+    found = client.get_experiment_by_name(name)
+    return None if found is None else str(found.experiment_id)
