@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import Field
@@ -34,9 +33,11 @@ class ExperimentFile(StrictModel):
     mlflow: MlflowExperiments = MlflowExperiments()
 
 
-@dataclass(frozen=True)
-class Experiment:
-    """A fully loaded experiment: every referenced file parsed and validated."""
+class Experiment(StrictModel):
+    """A fully loaded experiment: every referenced file parsed and validated.
+
+    JSON-serialisable, so a job can carry it to a worker on another host.
+    """
 
     name: str
     source: Path
@@ -56,16 +57,4 @@ class Experiment:
         return path if path.is_absolute() else (self.base_dir / path)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "source": str(self.source),
-            "mlflow": {
-                "hpo_experiment": self.hpo_experiment_name,
-                "benchmark_experiment": self.benchmark_experiment_name,
-            },
-            "hpo": self.hpo.model_dump(mode="json"),
-            "data": self.data.model_dump(mode="json"),
-            "benchmark": self.benchmark.model_dump(mode="json"),
-            "selection": self.selection.model_dump(mode="json"),
-            "tags": self.tags.model_dump(mode="json"),
-        }
+        return self.model_dump(mode="json")

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hpoq.config.base import Direction, Precision, RunSection, SafeName, StrictModel
+from hpoq.config.base import (
+    Direction,
+    Precision,
+    RunSection,
+    SafeName,
+    StrictModel,
+    check_safe_name,
+)
 from hpoq.errors import InputError
 
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -86,6 +94,8 @@ class IntParam(StrictModel):
     @model_validator(mode="after")
     def _range(self) -> IntParam:
         _check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise ValueError("'step' cannot be combined with 'log'")
         return self
 
 
@@ -95,6 +105,8 @@ class CategoricalParam(StrictModel):
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("'low' and 'high' must be finite numbers")
     if not low < high:
         raise ValueError(f"'low' ({low}) must be below 'high' ({high})")
     if log and low <= 0:
@@ -143,6 +155,13 @@ class CheckpointConfig(StrictModel):
     @classmethod
     def _study_template(cls, value: str) -> str:
         _check_template(value, "{backbone}")
+        try:
+            check_safe_name(value.replace("{backbone}", "x"))
+        except ValueError:
+            raise ValueError(
+                "must give a safe name once {backbone} is filled in: lower-case letters, "
+                "digits, '_' and '-', starting with a letter or digit"
+            ) from None
         return value
 
     @field_validator("storage_path")
@@ -174,7 +193,7 @@ class TrainerConfig(StrictModel):
 
 class HpoConfig(StrictModel):
     backbones: list[BackboneConfig] = Field(min_length=1, max_length=256)
-    n_trials: int = Field(ge=1, le=MAX_TRIALS)
+    n_trials: int = Field(ge=1, le=MAX_TRIALS, strict=True)  # strict: `yes` is not 1
     search_space: dict[str, SearchParam] = Field(min_length=1, max_length=256)
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -194,6 +213,27 @@ class HpoConfig(StrictModel):
         if duplicates:
             raise ValueError(f"backbone names must be unique; repeated: {', '.join(duplicates)}")
         return value
+
+    @model_validator(mode="after")
+    def _study_names(self) -> HpoConfig:
+        """Each backbone's study name is safe, and none reads as a variant of another's."""
+        names = {
+            b.name: self.checkpoint.study_name.replace("{backbone}", b.name)
+            for b in self.backbones
+        }
+        for backbone, study in names.items():
+            try:
+                check_safe_name(study)
+            except ValueError as exc:
+                raise ValueError(f"backbone {backbone!r}: study name {exc}") from None
+        for a, study_a in names.items():
+            for b, study_b in names.items():
+                if a != b and re.fullmatch(re.escape(study_a) + r"_v[1-9][0-9]*", study_b):
+                    raise ValueError(
+                        f"backbones {a!r} and {b!r} clash: study {study_b!r} would read as a "
+                        f"variant of {study_a!r}; rename one of them"
+                    )
+        return self
 
     @field_validator("search_space")
     @classmethod

@@ -38,7 +38,7 @@ class ProcessTags(StrictModel):
 
 class BenchmarkTags(StrictModel):
     # The contract fixes this name: other tools look runs up by it.
-    key: Literal["benchmark_key"] = BENCHMARK_KEY_TAG
+    key: Literal["benchmark_key"] = "benchmark_key"
     fencing_token: TagName = "hpoq.fencing_token"
     error: TagName = "hpoq.error"
 

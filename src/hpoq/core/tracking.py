@@ -6,6 +6,9 @@ under the output directory. Imports mlflow lazily: the CLI stays fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hpoq.config.settings import Settings, redact_url
@@ -27,10 +30,35 @@ def artifact_root(layout: OutputLayout) -> str:
     return (layout.root / "mlartifacts").as_uri()
 
 
+_initialised: set[str] = set()
+
+
 def make_client(uri: str) -> MlflowClient:
+    """A client for `uri`. A SQLite store is created under a file lock: MLflow migrates the
+    schema on first open, and several processes migrating one file at once corrupt it."""
     from mlflow.tracking import MlflowClient
 
+    if uri.startswith("sqlite:///") and uri not in _initialised:
+        with file_lock(Path(uri.removeprefix("sqlite:///") + ".init.lock")):
+            client = MlflowClient(tracking_uri=uri)
+            client.search_experiments(max_results=1)
+        _initialised.add(uri)
+        return client
     return MlflowClient(tracking_uri=uri)
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock held for the duration of the block."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None) -> str:

@@ -44,8 +44,11 @@ def parse_variant(base: str, name: str) -> int | None:
     """The variant number `name` denotes for `base`, or None when it is not one of its variants."""
     if name == base:
         return 1
-    match = re.fullmatch(re.escape(base) + r"_v([1-9][0-9]{0,5})", name)
-    return int(match.group(1)) if match else None
+    match = re.fullmatch(re.escape(base) + r"_v([1-9][0-9]{0,6})", name)
+    if match is None:
+        return None
+    number = int(match.group(1))
+    return number if number <= MAX_VARIANT else None
 
 
 def find_existing_variants(base: str, names: Iterable[str]) -> list[int]:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from hpoq import __version__
-from hpoq.producer.commands import config_cmd
+from hpoq.producer.commands import config_cmd, retrieve_cmd, submit_cmd, worker_cmd
 
 app = typer.Typer(
     name="hpoq",
@@ -17,6 +17,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(config_cmd.app, name="config")
+app.command("submit")(submit_cmd.submit)
+app.command("worker")(worker_cmd.worker)
+app.command("retrieve")(retrieve_cmd.retrieve)
 
 
 def _version(value: bool) -> None:

@@ -5,13 +5,16 @@ human tables go to stdout and progress and warnings to stderr. Exit codes: 0 suc
 from __future__ import annotations
 
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hpoq.config.settings import redact_url
 from hpoq.errors import HpoqError, InputError
@@ -34,7 +37,7 @@ def emit(as_json: bool, payload: Any, render: Callable[[], None]) -> None:
 
 
 def fail(message: str, code: int) -> NoReturn:
-    stderr.print(f"[bold red]error:[/] {redact_url(message)}", markup=True, highlight=False)
+    stderr.print(f"[bold red]error:[/] {escape(redact_url(message))}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -47,3 +50,10 @@ def exit_codes() -> Iterator[None]:
         fail(str(exc), EXIT_BAD_INPUT)
     except HpoqError as exc:
         fail(str(exc), EXIT_FAILURE)
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        # A bug or an unexpected service failure: one line, exit 1; the traceback on demand.
+        if os.environ.get("HPOQ_DEBUG"):
+            traceback.print_exc()
+        fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from hpoq.producer.output import emit, exit_codes, stdout
 
@@ -25,13 +26,16 @@ def validate(
     resolved = experiment.to_json()
 
     def render() -> None:
+        # Values come from files and the command line: print them as text, never as markup.
         hpo = experiment.hpo
-        stdout.print(f"[green]valid[/]: experiment [bold]{experiment.name}[/] ({path})")
-        stdout.print(f"  backbones: {', '.join(b.name for b in hpo.backbones)}")
-        stdout.print(f"  n_trials: {hpo.n_trials}; search space: {', '.join(hpo.search_space)}")
-        stdout.print(f"  data: {experiment.data.name} v{experiment.data.version}")
-        stdout.print(
-            f"  mlflow: {experiment.hpo_experiment_name}, {experiment.benchmark_experiment_name}"
-        )
+        shown = escape(str(path))
+        stdout.print(f"[green]valid[/]: experiment [bold]{experiment.name}[/] ({shown})")
+        for line in (
+            f"  backbones: {', '.join(b.name for b in hpo.backbones)}",
+            f"  n_trials: {hpo.n_trials}; search space: {', '.join(hpo.search_space)}",
+            f"  data: {experiment.data.name} v{experiment.data.version}",
+            f"  mlflow: {experiment.hpo_experiment_name}, {experiment.benchmark_experiment_name}",
+        ):
+            stdout.print(line, markup=False, highlight=False)
 
     emit(as_json, resolved, render)

@@ -1,0 +1,1 @@
+"""Redis coordination: key names, connections, variant counters, trial budgets, leases."""

@@ -1,0 +1,66 @@
+"""Every Redis key hpoq uses, and its TTL, built in this one module.
+
+A namespace separates deployments that share one Redis (a different Optuna storage or
+output directory gets different counters). Keys without a TTL say why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hpoq.core.fingerprints import fingerprint
+
+DAY_S = 24 * 3600
+# Budget and job bookkeeping lives as long as a sweep may plausibly be resumed.
+BOOKKEEPING_TTL_S = 30 * DAY_S
+DELIVERY_COUNTER_TTL_S = 7 * DAY_S
+
+
+def namespace_for(storage_identity: str) -> str:
+    """Short namespace from what identifies the study storage (URL or output directory)."""
+    return fingerprint({"storage": storage_identity}, length=12)
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    namespace: str
+
+    def _k(self, *parts: str) -> str:
+        return ":".join(("hpoq", self.namespace, *parts))
+
+    # No TTL: a variant number must never be issued twice, and the counter is one integer.
+    def variant_counter(self, backbone: str, base: str) -> str:
+        return self._k("variant-counter", backbone, base)
+
+    # Budget of one variant (study_key = study_key_hash). TTL: BOOKKEEPING_TTL_S, refreshed on write.
+    def budget_claims(self, study_key: str) -> str:
+        return self._k("budget", study_key, "claims")
+
+    def budget_finished(self, study_key: str) -> str:
+        return self._k("budget", study_key, "finished")
+
+    def budget_done_jobs(self, study_key: str) -> str:
+        return self._k("budget", study_key, "done")
+
+    def budget_pending(self, study_key: str) -> str:
+        return self._k("budget", study_key, "pending")
+
+    # Set of active variants (JSON refs) the reaper visits. TTL: BOOKKEEPING_TTL_S.
+    def active_variants(self) -> str:
+        return self._k("active-variants")
+
+    # Deliveries of one job, to stop a job that crashes its worker every time. TTL: 7 days.
+    def job_deliveries(self, job_id: str) -> str:
+        return self._k("job", job_id, "deliveries")
+
+    # Jobs given up after too many deliveries (for `hpoq status`). TTL: BOOKKEEPING_TTL_S.
+    def failed_jobs(self) -> str:
+        return self._k("failed-jobs")
+
+    # Benchmark lease and fencing counter of one key (see leases.py).
+    def benchmark_lease(self, key_hash: str) -> str:
+        return self._k("bench-lease", key_hash)
+
+    # No TTL: a fencing number must only ever grow for its key.
+    def benchmark_fence(self, key_hash: str) -> str:
+        return self._k("bench-fence", key_hash)

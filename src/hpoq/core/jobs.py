@@ -1,0 +1,61 @@
+"""Job specs: immutable, typed values, serialised as JSON in one place.
+
+A job carries the whole resolved experiment, so a worker on another host needs no
+config files, and the variant it belongs to, allocated once by the producer, so
+retries and redeliveries reuse it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpoq.config.experiment import Experiment
+from hpoq.errors import InputError
+
+QUEUE_HPO = "hpo"
+QUEUE_BENCHMARK = "benchmark"
+TASK_RUN_TRIAL = "hpoq.run_trial"
+TASK_RUN_BENCHMARK = "hpoq.run_benchmark"
+
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class JobBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    job_id: str = Field(pattern=JOB_ID_PATTERN)
+    experiment: Experiment
+    data_dir: str = Field(min_length=1)
+
+    def to_payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class TrialJob(JobBase):
+    """Run one trial of one variant."""
+
+    kind: Literal["trial"] = "trial"
+    backbone: str
+    study_name: str
+    variant: int = Field(ge=1)
+
+
+def new_job_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+J = TypeVar("J", bound="JobBase")
+
+
+def parse_job(payload: Any, model: type[J]) -> J:
+    """Validate a payload taken off the queue; InputError names what is wrong."""
+    if not isinstance(payload, dict):
+        raise InputError(f"job payload must be a JSON object, got {type(payload).__name__}")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(top)" for e in exc.errors())
+        raise InputError(f"malformed {model.__name__} payload; bad fields: {fields}") from None

@@ -1,0 +1,82 @@
+"""Creating and opening variant studies with the configured sampler and pruner."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hpoq.config.hpo import HpoConfig, PrunerConfig, SamplerConfig
+from hpoq.core.studies import BACKBONE_ATTR, VARIANT_ATTR, StudyStore
+from hpoq.core.variants import VariantRef
+
+if TYPE_CHECKING:
+    import optuna
+
+N_TRIALS_ATTR = "hpoq.n_trials"
+JOB_ID_ATTR = "hpoq.job_id"
+RUN_ID_ATTR = "hpoq.mlflow_run_id"
+FINISHED_STATES = ("COMPLETE", "PRUNED")  # these count toward n_trials; FAIL does not
+
+
+def build_sampler(config: SamplerConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    """A sampler seeded per trial: `seed + trials so far`, so workers sharing one study do
+    not all propose the same point, and a replayed history proposes the same one."""
+    import optuna
+
+    seed = None if config.seed is None else config.seed + seed_offset
+    if config.type == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if config.type == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=config.n_startup_trials, n_warmup_steps=config.n_warmup_steps
+    )
+
+
+def create_variant_study(store: StudyStore, ref: VariantRef, hpo: HpoConfig) -> optuna.Study:
+    """Create (or open, when it exists) the study of a variant, recording what it belongs to."""
+    import optuna
+
+    study = optuna.create_study(
+        study_name=ref.study_name,
+        storage=store.storage_for(ref.backbone, ref.study_name),
+        direction=hpo.objective.direction.value,
+        load_if_exists=True,
+    )
+    if study.user_attrs.get(BACKBONE_ATTR) != ref.backbone:
+        study.set_user_attr(BACKBONE_ATTR, ref.backbone)
+        study.set_user_attr(VARIANT_ATTR, ref.variant)
+        study.set_user_attr(N_TRIALS_ATTR, hpo.n_trials)
+    return study
+
+
+def open_variant_study(
+    store: StudyStore, ref: VariantRef, hpo: HpoConfig, seed_offset: int = 0
+) -> optuna.Study:
+    import optuna
+
+    return optuna.load_study(
+        study_name=ref.study_name,
+        storage=store.storage_for(ref.backbone, ref.study_name),
+        sampler=build_sampler(hpo.sampler, seed_offset),
+        pruner=build_pruner(hpo.pruner),
+    )
+
+
+def count_finished(study: optuna.Study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def finished_job_ids(study: optuna.Study) -> list[str]:
+    """Job ids of the finished trials (a trial without one, added by hand, gets its number)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return [str(t.user_attrs.get(JOB_ID_ATTR, f"trial#{t.number}")) for t in trials]

@@ -1,0 +1,69 @@
+"""Which variant numbers of a backbone already exist anywhere: the study storage, the study
+folders on disk, and MLflow's tags. The allocator never issues a number at or below the
+highest of them."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from hpoq.config.settings import redact_url
+from hpoq.config.tags import TagsRegistry
+from hpoq.core.paths import OutputLayout
+from hpoq.core.studies import StudyStore
+from hpoq.core.variants import find_existing_variants
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+def disk_study_names(layout: OutputLayout, backbone: str) -> list[str]:
+    hpo_dir = layout.hpo_dir(backbone)
+    if not hpo_dir.is_dir():
+        return []
+    return [child.name for child in hpo_dir.iterdir() if child.is_dir()]
+
+
+def mlflow_study_names(
+    client: MlflowClient, experiment_name: str, backbone: str, tags: TagsRegistry
+) -> list[str]:
+    """Distinct study names on the backbone's HPO runs (paged to the end)."""
+    from hpoq.core.mlflow_filters import quote_filter_value
+
+    found = client.get_experiment_by_name(experiment_name)
+    if found is None:
+        return []
+    names: set[str] = set()
+    token: str | None = None
+    flt = f"tags.`{tags.process.backbone}` = {quote_filter_value(backbone)}"
+    while True:
+        page = client.search_runs(
+            [found.experiment_id], filter_string=flt, max_results=1000, page_token=token
+        )
+        names.update(r.data.tags.get(tags.process.study_name, "") for r in page)
+        token = page.token
+        if not token:
+            break
+    names.discard("")
+    return sorted(names)
+
+
+def highest_known_variant(
+    store: StudyStore,
+    backbone: str,
+    base: str,
+    *,
+    mlflow: MlflowClient | None = None,
+    experiment_name: str | None = None,
+    tags: TagsRegistry | None = None,
+) -> int:
+    names = set(store.study_names(backbone)) | set(disk_study_names(store.layout, backbone))
+    if mlflow is not None and experiment_name and tags is not None:
+        try:
+            names |= set(mlflow_study_names(mlflow, experiment_name, backbone, tags))
+        except Exception as exc:  # MLflow is one of three witnesses; the others still count
+            log.warning("MLflow unreachable while seeding variant numbers: %s",
+                        redact_url(str(exc)))  # fmt: skip
+    return max(find_existing_variants(base, names), default=0)

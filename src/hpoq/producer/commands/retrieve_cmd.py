@@ -1,0 +1,88 @@
+"""`hpoq retrieve EXPERIMENT.yaml`: the best trial per backbone (or per variant), and its source."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from hpoq.config.selection import SelectionScope
+from hpoq.producer.output import emit, exit_codes, stderr, stdout
+
+if TYPE_CHECKING:
+    from hpoq.core.retrieval import RetrievalResult
+
+RETRIEVAL_LOGGER = "hpoq.core.retrieval"
+
+
+def retrieve(
+    path: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
+    scope: Annotated[
+        SelectionScope | None,
+        typer.Option(
+            "--scope",
+            help="overall (one per backbone) or per_variant; default: "
+            "the selection config's scope.",
+        ),
+    ] = None,
+    backbone: Annotated[
+        list[str] | None,
+        typer.Option("--backbone", help="Only this backbone (repeatable); default: all."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
+) -> None:
+    """Find the best trial of each backbone: MLflow first, then Optuna, then disk."""
+    from hpoq.config.loader import load_experiment
+    from hpoq.core.retrieval import retrieve_best_trials
+    from hpoq.core.runtime import Runtime
+
+    with exit_codes():
+        experiment = load_experiment(path)
+        runtime = Runtime.from_settings()
+        with _warnings_not_logged():
+            result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
+    emit(as_json, result.model_dump(mode="json"), lambda: _render(result))
+
+
+@contextmanager
+def _warnings_not_logged() -> Iterator[None]:
+    """Retrieval logs its warnings and also returns them; the command prints them once."""
+    log = logging.getLogger(RETRIEVAL_LOGGER)
+    silence = logging.NullHandler()
+    propagate = log.propagate
+    log.addHandler(silence)
+    log.propagate = False
+    try:
+        yield
+    finally:
+        log.removeHandler(silence)
+        log.propagate = propagate
+
+
+def _render(result: RetrievalResult) -> None:
+    from rich.table import Table
+
+    for warning in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    table = Table(title=f"best trials ({result.scope.value})")
+    for column in ("backbone", "variant", "study", "trial", "metric", "value", "source"):
+        table.add_column(column, justify="right" if column in ("variant", "trial") else "left")
+    for best in result.best:
+        table.add_row(
+            escape(best.backbone),
+            str(best.variant),
+            escape(best.study_name),
+            str(best.trial_number),
+            escape(best.metric),
+            f"{best.value:.6g}",
+            best.source,
+        )
+    if result.best:
+        stdout.print(table)
+    if result.missing:
+        stdout.print(f"[yellow]no COMPLETE trial[/] for: {escape(', '.join(result.missing))}")

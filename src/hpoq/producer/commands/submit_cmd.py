@@ -1,0 +1,61 @@
+"""`hpoq submit EXPERIMENT.yaml`: plan variants and enqueue trial jobs, then return."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpoq.producer.output import emit, exit_codes, stdout
+
+RunModeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--run-mode",
+        help="reuse_if_exists | resume_if_incomplete | force_new (overrides run.mode).",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
+
+
+def submit(
+    experiment_path: Annotated[Path, typer.Argument(metavar="EXPERIMENT.yaml")],
+    run_mode: RunModeOption = None,
+    backbone: Annotated[
+        list[str] | None, typer.Option("--backbone", help="Only these backbones (repeatable).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit HPO variants: allocate variants, create studies, enqueue trial jobs."""
+    from hpoq.config.loader import load_experiment
+    from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.runtime import Runtime
+    from hpoq.producer.services import open_services
+    from hpoq.producer.submit import Submitter, select_backbones
+
+    with exit_codes():
+        experiment = load_experiment(experiment_path)
+        if run_mode is not None:
+            parse_run_mode(run_mode, field="--run-mode")
+        select_backbones(experiment, backbone)
+        services = open_services(Runtime.from_settings())
+        try:
+            submitter = Submitter(
+                experiment, services.runtime, services.redis, services.keys, services.celery,
+                mlflow=services.mlflow(),
+            )  # fmt: skip
+            results = submitter.submit(mode_override=run_mode, backbones=backbone)
+        finally:
+            services.close()
+
+    def render() -> None:
+        from rich.table import Table
+
+        table = Table("backbone", "study", "variant", "action", "trials enqueued")
+        for r in results:
+            table.add_row(r.backbone, r.study_name, str(r.variant), r.action,
+                          str(r.trials_enqueued))  # fmt: skip
+        stdout.print(table)
+
+    emit(as_json, {"submitted": [r.to_json() for r in results]}, render)

@@ -1,0 +1,52 @@
+"""`hpoq worker`: a Celery worker bound to one GPU (or the CPU)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from hpoq.producer.output import exit_codes
+
+
+def worker_argv(gpu: int | None, queues: str, concurrency: int, loglevel: str) -> list[str]:
+    """The celery command line; the worker is named after host and GPU, events on."""
+    device = f"gpu{gpu}" if gpu is not None else "cpu"
+    return [
+        sys.executable, "-m", "celery", "-A", "hpoq.workers.worker_app", "worker",
+        "--queues", queues,
+        "--concurrency", str(concurrency),
+        "--pool", "prefork",  # the child never inherits a CUDA context: the parent has none
+        "--prefetch-multiplier", "1",
+        "--hostname", f"hpoq-{device}-{os.getpid()}@%h",
+        "--task-events",
+        "--loglevel", loglevel,
+        "--without-mingle",
+    ]  # fmt: skip
+
+
+def worker(
+    gpu: Annotated[int | None, typer.Option("--gpu", min=0, help="GPU index to bind.")] = None,
+    queues: Annotated[str, typer.Option("--queues", help="Comma-separated queues.")] = "hpo,benchmark",
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+) -> None:
+    """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch."""
+    from hpoq.core.coordination.local_redis import resolve_redis_url
+    from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+    from hpoq.core.runtime import Runtime
+    from hpoq.errors import InputError
+
+    with exit_codes():
+        wanted = [q.strip() for q in queues.split(",") if q.strip()]
+        unknown = sorted(set(wanted) - {QUEUE_HPO, QUEUE_BENCHMARK})
+        if not wanted or unknown:
+            raise InputError(f"--queues: unknown queue(s) {unknown or queues!r}; use hpo,benchmark")
+        url, _ = resolve_redis_url(Runtime.from_settings(), start=False)
+    env = dict(os.environ, HPOQ_REDIS_URL=url)
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel)
+    os.execve(argv[0], argv, env)

@@ -1,0 +1,46 @@
+"""Connecting the producer to Redis, Celery and MLflow, in that order, before any work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hpoq.core.coordination.connection import connect
+from hpoq.core.coordination.embedded import EmbeddedRedis
+from hpoq.core.coordination.keys import RedisKeys
+from hpoq.core.coordination.local_redis import resolve_redis_url
+from hpoq.core.runtime import Runtime
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+    from mlflow.tracking import MlflowClient
+
+
+@dataclass
+class Services:
+    runtime: Runtime
+    redis_url: str
+    redis: redis.Redis
+    keys: RedisKeys
+    celery: Celery
+    embedded: EmbeddedRedis | None
+
+    def mlflow(self) -> MlflowClient:
+        from hpoq.core.tracking import make_client
+
+        return make_client(self.runtime.mlflow_uri())
+
+    def close(self) -> None:
+        self.redis.close()
+        self.celery.close()
+
+
+def open_services(runtime: Runtime, *, start_embedded: bool = True) -> Services:
+    """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender."""
+    from hpoq.workers.celery_app import create_app
+    from hpoq.workers.context import redis_keys
+
+    url, embedded = resolve_redis_url(runtime, start=start_embedded)
+    client = connect(url)
+    return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)

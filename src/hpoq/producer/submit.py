@@ -1,0 +1,182 @@
+"""Planning and enqueueing a sweep: the run-mode table per backbone, variants, trial jobs.
+
+Everything is validated and every service is reached before the first allocation, so bad
+input leaves nothing behind: no allocated number, no study, no job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hpoq.config.base import RunMode
+from hpoq.config.experiment import Experiment
+from hpoq.config.run_mode import get_run_mode
+from hpoq.core.coordination.budget import TrialBudget
+from hpoq.core.coordination.keys import RedisKeys
+from hpoq.core.coordination.variant_counter import VariantCounter
+from hpoq.core.fingerprints import study_key_hash
+from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL, TrialJob, new_job_id
+from hpoq.core.optuna_setup import count_finished, create_variant_study
+from hpoq.core.run_plan import Action, decide
+from hpoq.core.runtime import Runtime
+from hpoq.core.studies import StudyStore
+from hpoq.core.variant_discovery import highest_known_variant
+from hpoq.core.variants import VariantRef, base_study_name, variant_study_name
+from hpoq.errors import InputError, ServiceError
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+ENQUEUE_LOCK_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    backbone: str
+    study_name: str
+    variant: int
+    action: str
+    trials_enqueued: int
+    job_ids: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def select_backbones(experiment: Experiment, names: Sequence[str] | None) -> list[str]:
+    configured = [b.name for b in experiment.hpo.backbones]
+    if not names:
+        return configured
+    unknown = [n for n in names if n not in configured]
+    if unknown:
+        raise InputError(
+            f"--backbone: unknown {', '.join(map(repr, unknown))}; configured: "
+            f"{', '.join(configured)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+class Submitter:
+    """Submits an experiment's HPO variants. One instance per command."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        runtime: Runtime,
+        redis_client: redis.Redis,
+        keys: RedisKeys,
+        celery: Celery,
+        mlflow: MlflowClient | None = None,
+    ) -> None:
+        self.experiment = experiment
+        self.runtime = runtime
+        self.redis = redis_client
+        self.keys = keys
+        self.celery = celery
+        self.mlflow = mlflow
+        self.store: StudyStore = runtime.study_store(experiment.hpo.checkpoint)
+        self.counter = VariantCounter(redis_client, keys)
+        self.budget = TrialBudget(redis_client, keys)
+
+    def submit(
+        self, *, mode_override: str | RunMode | None = None, backbones: Sequence[str] | None = None
+    ) -> list[SubmitResult]:
+        mode = get_run_mode(self.experiment.hpo, override=mode_override)
+        names = select_backbones(self.experiment, backbones)
+        bases = {name: base_study_name(self.experiment.hpo.checkpoint.study_name, name)
+                 for name in names}  # fmt: skip
+        try:
+            self.redis.ping()
+        except Exception as exc:
+            raise ServiceError(f"Redis is unreachable: {exc}") from None
+        return [self._submit_backbone(name, bases[name], mode) for name in names]
+
+    def _submit_backbone(self, backbone: str, base: str, mode: RunMode) -> SubmitResult:
+        hpo = self.experiment.hpo
+        refs = self.store.list_variants(backbone, base)
+        latest = refs[-1] if refs else None
+        complete = False
+        if latest is not None:
+            study = self.store.load(latest)
+            complete = study is not None and count_finished(study) >= hpo.n_trials
+        action = decide(
+            mode,
+            has_variant=latest is not None,
+            complete=complete,
+            auto_resume=hpo.checkpoint.auto_resume,
+        )
+        if action is Action.CREATED:
+            ref = self._new_variant(backbone, base, force=mode is RunMode.FORCE_NEW)
+        else:
+            assert latest is not None
+            ref = latest
+        if action is Action.REUSED:
+            return SubmitResult(backbone, ref.study_name, ref.variant, action.value, 0)
+        job_ids = self._enqueue_missing(ref)
+        return SubmitResult(backbone, ref.study_name, ref.variant, action.value, len(job_ids),
+                            job_ids)  # fmt: skip
+
+    def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:
+        hpo = self.experiment.hpo
+        if not force:
+            # First variant of a backbone: creating it is idempotent, no number to allocate.
+            ref = VariantRef(backbone, 1, base)
+            create_variant_study(self.store, ref, hpo)
+            return ref
+        floor = highest_known_variant(
+            self.store, backbone, base, mlflow=self.mlflow,
+            experiment_name=self.experiment.hpo_experiment_name, tags=self.experiment.tags,
+        )  # fmt: skip
+        number = self.counter.allocate(backbone, base, floor)
+        ref = VariantRef(backbone, number, variant_study_name(base, number))
+        create_variant_study(self.store, ref, hpo)
+        log.info("allocated variant %d of %s: %s", number, backbone, ref.study_name)
+        return ref
+
+    def _enqueue_missing(self, ref: VariantRef) -> list[str]:
+        """Enqueue one job per trial the variant still lacks, counting jobs already queued."""
+        hpo = self.experiment.hpo
+        study_key = study_key_hash(ref.backbone, ref.study_name)
+        lock = self.redis.lock(
+            f"{self.keys.budget_pending(study_key)}:lock", timeout=ENQUEUE_LOCK_TIMEOUT_S,
+            blocking_timeout=ENQUEUE_LOCK_TIMEOUT_S,
+        )  # fmt: skip
+        with lock:
+            study = self.store.load(ref)
+            optuna_finished = count_finished(study) if study is not None else 0
+            status = self.budget.status(study_key, lost_after_s=hpo.stale_trial_grace_seconds)
+            finished = max(status.finished, optuna_finished)
+            missing = max(0, hpo.n_trials - finished - status.pending)
+            jobs = [self._job(ref) for _ in range(missing)]
+            job_ids = [job.job_id for job in jobs]
+            self.budget.add_pending(study_key, job_ids)
+            sent: list[str] = []
+            try:
+                for job in jobs:
+                    self.celery.send_task(
+                        TASK_RUN_TRIAL, args=[job.to_payload()], queue=QUEUE_HPO,
+                        task_id=job.job_id,
+                    )  # fmt: skip
+                    sent.append(job.job_id)
+            except Exception as exc:
+                self.budget.remove_pending(study_key, job_ids[len(sent):])
+                raise ServiceError(
+                    f"enqueued {len(sent)} of {len(jobs)} trial jobs for {ref.study_name}: {exc}"
+                ) from None
+        return job_ids
+
+    def _job(self, ref: VariantRef) -> TrialJob:
+        return TrialJob(
+            job_id=new_job_id("trial"),
+            experiment=self.experiment,
+            data_dir=str(self.experiment.data_dir()),
+            backbone=ref.backbone,
+            study_name=ref.study_name,
+            variant=ref.variant,
+        )

@@ -1,0 +1,63 @@
+"""What a benchmark measured: one entry per (precision, batch size), plus the setting."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hpoq.config.base import Precision
+
+EntryStatus = Literal["ok", "oom"]
+# How peak memory was measured: CUDA allocator peak, growth of the process's peak RSS
+# (a lower bound: it stays 0 when an earlier peak was higher), or not at all.
+MemoryKind = Literal["cuda_max_allocated", "rss_peak_delta", "none"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencySummary(_Frozen):
+    """Milliseconds per batch over the timed iterations."""
+
+    p50: float
+    p95: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+
+
+class BenchmarkEntry(_Frozen):
+    precision: Precision
+    batch_size: int = Field(ge=1)
+    status: EntryStatus
+    iterations: int = Field(ge=0)  # timed batches (warm-up excluded)
+    latency_ms: LatencySummary | None = None
+    throughput_sentences_per_s: float | None = None
+    throughput_tokens_per_s: float | None = None  # non-pad tokens, special tokens included
+    peak_memory_mb: float | None = None
+    error: str | None = None  # why a batch size failed (status "oom")
+
+
+class BenchmarkResult(_Frozen):
+    runner: Literal["torch", "cheap"]
+    checkpoint: str
+    device: str  # "cuda:0", "cpu"
+    device_name: str
+    torch_version: str | None
+    transformers_version: str | None
+    precisions: list[Precision]
+    memory_kind: MemoryKind
+    max_seq_length: int  # the truncation actually used (config, tokenizer and model limits)
+    model_parameters: int | None
+    config: dict[str, Any]  # BenchmarkConfig.fingerprint_payload(): what was asked for
+    entries: list[BenchmarkEntry]
+
+    def entry(self, precision: Precision | str, batch_size: int) -> BenchmarkEntry:
+        wanted = Precision(precision)
+        for item in self.entries:
+            if item.precision is wanted and item.batch_size == batch_size:
+                return item
+        raise KeyError(f"no entry for precision {wanted.value} and batch size {batch_size}")

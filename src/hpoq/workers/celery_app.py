@@ -1,0 +1,69 @@
+"""The Celery app, configured for GPU jobs of seconds to hours.
+
+- JSON only, in both directions: a pickled payload is refused, never executed.
+- One job per process and a prefetch of one: a worker never sits on jobs it cannot run.
+- acks_late with reject_on_worker_lost: a job whose worker dies is delivered again; the
+  job's own idempotency (trial budget, benchmark lease) makes that redelivery harmless.
+- visibility_timeout above the longest job, so Redis does not hand a running job to a
+  second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h).
+- events on, for Flower and `hpoq status`.
+
+This module imports neither torch nor the task code: the producer uses it to send jobs by
+name. Workers load `hpoq.workers.tasks` through `include`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
+
+DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
+
+
+def visibility_timeout_s() -> int:
+    return int(os.environ.get("HPOQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S))
+
+
+def create_app(redis_url: str) -> Celery:
+    app = Celery("hpoq", broker=redis_url, backend=redis_url, include=["hpoq.workers.tasks"])
+    transport = {
+        "visibility_timeout": visibility_timeout_s(),
+        # Redis restarts: keep retrying instead of dying, workers reconnect on their own.
+        "max_retries": None,
+        "socket_keepalive": True,
+        "health_check_interval": 30,
+    }
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        worker_prefetch_multiplier=1,
+        worker_concurrency=1,
+        worker_enable_remote_control=True,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        result_expires=7 * 24 * 3600,
+        result_extended=True,
+        task_queues=[Queue(QUEUE_HPO), Queue(QUEUE_BENCHMARK)],  # type: ignore[no-untyped-call]
+        task_default_queue=QUEUE_HPO,
+        task_routes={
+            TASK_RUN_TRIAL: {"queue": QUEUE_HPO},
+            TASK_RUN_BENCHMARK: {"queue": QUEUE_BENCHMARK},
+        },
+        enable_utc=True,
+    )
+    return app

@@ -1,0 +1,69 @@
+"""Per-process worker state, built once and reused by every job the process runs."""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import redis
+
+from hpoq.core.coordination.budget import TrialBudget
+from hpoq.core.coordination.connection import connect
+from hpoq.core.coordination.keys import RedisKeys, namespace_for
+from hpoq.core.runtime import Runtime
+from hpoq.core.studies import StudyStore
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
+DEFAULT_LEASE_S = 60.0
+
+
+def lease_seconds() -> float:
+    return float(os.environ.get("HPOQ_LEASE_SECONDS", DEFAULT_LEASE_S))
+
+
+def storage_identity(runtime: Runtime) -> str:
+    """What makes two processes share studies: the shared storage URL, else the output dir."""
+    shared = runtime.settings.optuna_storage
+    if shared is not None:
+        from hpoq.config.settings import redact_url
+
+        return redact_url(shared.get_secret_value())
+    return f"{runtime.layout.root}/{runtime.layout.platform}"
+
+
+def redis_keys(runtime: Runtime) -> RedisKeys:
+    return RedisKeys(namespace_for(storage_identity(runtime)))
+
+
+@dataclass
+class WorkerContext:
+    runtime: Runtime
+    redis: redis.Redis
+    keys: RedisKeys
+    budget: TrialBudget
+    hostname: str
+
+    @functools.cached_property
+    def mlflow(self) -> MlflowClient:
+        from hpoq.core.tracking import make_client
+
+        return make_client(self.runtime.mlflow_uri())
+
+    def study_store(self, checkpoint: object) -> StudyStore:
+        from hpoq.config.hpo import CheckpointConfig
+
+        assert isinstance(checkpoint, CheckpointConfig)
+        return self.runtime.study_store(checkpoint)
+
+    @classmethod
+    def create(cls, redis_url: str, runtime: Runtime | None = None) -> WorkerContext:
+        runtime = runtime or Runtime.from_settings()
+        client = connect(redis_url)
+        keys = redis_keys(runtime)
+        return cls(runtime, client, keys, TrialBudget(client, keys), socket.gethostname())

@@ -1,0 +1,216 @@
+"""Fine-tune a backbone for token classification: a plain torch loop, AdamW, linear warmup.
+
+`prepare` loads data and model, `fit` trains and scores on validation after every epoch,
+`evaluate` scores without training. `train_token_classifier` chains them under one seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from hpoq.config.base import Precision
+from hpoq.config.data import DataConfig
+from hpoq.config.hpo import BackboneConfig, TrainerConfig
+from hpoq.core.datasets import Sentence, read_split
+from hpoq.errors import InputError
+from hpoq.workers.training.device import autocast, resolve_device, seed_everything
+from hpoq.workers.training.encoding import Encoded, collate, encode, word_predictions
+from hpoq.workers.training.hyperparams import HyperParams
+from hpoq.workers.training.metrics import macro_f1
+from hpoq.workers.training.model_loading import load_backbone
+
+if TYPE_CHECKING:
+    import optuna
+
+EVAL_BATCH_SIZE = 64
+MAX_GRAD_NORM = 1.0  # clipping keeps the high learning rates of tiny models from diverging
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int  # 1-based: the step reported to Optuna is the number of epochs done
+    train_loss: float
+    validation_f1: float
+    seconds: float
+
+
+@dataclass
+class TrainingRun:
+    """A model on its device with the encoded train and validation splits."""
+
+    model: Any
+    tokenizer: Any
+    labels: tuple[str, ...]
+    max_length: int
+    device: torch.device
+    train: list[Encoded]
+    validation: list[Encoded]
+    validation_gold: list[tuple[str, ...]]
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def final_f1(self) -> float:
+        if not self.history:
+            raise RuntimeError("the model has not been trained")
+        return self.history[-1].validation_f1
+
+
+def prepare(
+    backbone: BackboneConfig,
+    data: DataConfig,
+    data_dir: Path,
+    trainer: TrainerConfig,
+    params: HyperParams,
+    device: str | None = None,
+) -> TrainingRun:
+    """Read the splits, build the tokenizer and model, and move the model to its device."""
+    train = _non_empty(read_split(data, data_dir, "train"), data, "train")
+    validation = _non_empty(read_split(data, data_dir, "validation"), data, "validation")
+    loaded = load_backbone(
+        backbone,
+        data.labels,
+        (s.tokens for s in train),
+        trainer.max_seq_length,
+        params.dropout,
+    )
+    label2id = {label: index for index, label in enumerate(data.labels)}
+    target = resolve_device(device)
+    return TrainingRun(
+        model=loaded.model.to(target),
+        tokenizer=loaded.tokenizer,
+        labels=tuple(data.labels),
+        max_length=loaded.max_length,
+        device=target,
+        train=encode(loaded.tokenizer, train, label2id, loaded.max_length),
+        validation=encode(loaded.tokenizer, validation, label2id, loaded.max_length),
+        validation_gold=[s.tags for s in validation],
+    )
+
+
+def evaluate(run: TrainingRun, precision: Precision | str = Precision.FP32) -> float:
+    """Entity-level macro-F1 of the current model on the validation split."""
+    id2label = dict(enumerate(run.labels))
+    pad_id = int(run.tokenizer.pad_token_id)
+    predicted: list[list[str]] = []
+    run.model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(run.validation), EVAL_BATCH_SIZE):
+            batch = run.validation[start : start + EVAL_BATCH_SIZE]
+            tensors = collate(batch, pad_id)
+            with autocast(run.device, precision):
+                logits = run.model(
+                    input_ids=tensors["input_ids"].to(run.device),
+                    attention_mask=tensors["attention_mask"].to(run.device),
+                ).logits
+            predicted.extend(word_predictions(batch, logits.argmax(dim=-1).cpu(), id2label))
+    return macro_f1(run.validation_gold, predicted)
+
+
+def fit(
+    run: TrainingRun,
+    params: HyperParams,
+    precision: Precision | str,
+    seed: int,
+    trial: optuna.Trial | None = None,
+) -> list[EpochRecord]:
+    """Train for `params.epochs`, report each epoch's F1 to the trial and honour its pruner."""
+    import optuna
+
+    model = run.model
+    optimizer = torch.optim.AdamW(
+        _parameter_groups(model, params.weight_decay), lr=params.learning_rate
+    )
+    total_steps = math.ceil(len(run.train) / params.batch_size) * params.epochs
+    scheduler = _linear_warmup(optimizer, round(params.warmup_ratio * total_steps), total_steps)
+    # The batch order has its own generator: independent of whatever else draws numbers.
+    order_rng = random.Random(seed)
+    pad_id = int(run.tokenizer.pad_token_id)
+    for epoch in range(1, params.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = list(range(len(run.train)))
+        order_rng.shuffle(order)
+        loss_sum = torch.zeros((), device=run.device)
+        for start in range(0, len(order), params.batch_size):
+            batch = [run.train[i] for i in order[start : start + params.batch_size]]
+            tensors = {k: v.to(run.device) for k, v in collate(batch, pad_id).items()}
+            with autocast(run.device, precision):
+                loss = model(**tensors).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            # Accumulate on the device: .item() every step would stall the GPU.
+            loss_sum += loss.detach().float() * len(batch)
+        f1 = evaluate(run, precision)
+        run.history.append(
+            EpochRecord(epoch, loss_sum.item() / len(run.train), f1, time.perf_counter() - started)
+        )
+        if trial is not None:
+            trial.report(f1, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} (macro-F1 {f1:.4f})")
+    return run.history
+
+
+def train_token_classifier(
+    backbone: BackboneConfig,
+    data: DataConfig,
+    data_dir: Path,
+    trainer: TrainerConfig,
+    params: HyperParams,
+    seed: int,
+    device: str | None = None,
+    trial: optuna.Trial | None = None,
+) -> TrainingRun:
+    """Seed, prepare and fit; the run's `final_f1` is the last epoch's validation macro-F1."""
+    seed_everything(seed)
+    requested = device if device is not None else trainer.device
+    run = prepare(backbone, data, data_dir, trainer, params, requested)
+    fit(run, params, trainer.precision, seed, trial)
+    return run
+
+
+def _linear_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear rise to the peak rate over warmup_steps, then linear decay to zero at the end."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases and normalisation weights, as in BERT's recipe."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if parameter.ndim < 2 or "norm" in name.lower():
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def _non_empty(sentences: Sequence[Sentence], data: DataConfig, split: str) -> list[Sentence]:
+    if not sentences:
+        raise InputError(f"data {data.name!r}: the {split} split has no sentences")
+    return list(sentences)

@@ -1,0 +1,69 @@
+"""MLflow runs of trials: created when the trial starts, terminated once with its state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpoq.core.retry import retry_call
+from hpoq.core.trial_record import MLFLOW_STATUS, TrialRecord
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# What counts as MLflow being briefly unreachable rather than a bug.
+TRANSIENT = (ConnectionError, TimeoutError, OSError)
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    from mlflow.exceptions import MlflowException
+
+    return (*TRANSIENT, MlflowException)
+
+
+def start_trial_run(
+    client: MlflowClient, experiment_id: str, record: TrialRecord, tags: dict[str, str]
+) -> str:
+    run = retry_call(
+        lambda: client.create_run(
+            experiment_id,
+            tags=tags,
+            run_name=f"{record.study_name}-trial-{record.trial_number}",
+        ),
+        what="MLflow create_run",
+        retry_on=_transient_errors(),
+    )
+    return str(run.info.run_id)
+
+
+def finish_trial_run(
+    client: MlflowClient,
+    run_id: str,
+    record: TrialRecord,
+    extra_params: dict[str, Any] | None = None,
+) -> None:
+    """Log params and the metric, then set the terminal status matching the trial state."""
+    from mlflow.entities import Metric, Param
+
+    merged = {**record.params, **(extra_params or {})}
+    params = [Param(k, str(v)) for k, v in sorted(merged.items())]
+    metrics = []
+    if record.value is not None:
+        moment = record.datetime_complete or record.datetime_start
+        timestamp = int(moment.timestamp() * 1000) if moment else 0
+        metrics.append(Metric(record.metric, record.value, timestamp, 0))
+
+    def log() -> None:
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.set_terminated(run_id, status=MLFLOW_STATUS[record.state])
+
+    retry_call(log, what="MLflow log trial", retry_on=_transient_errors())
+
+
+def fail_run(client: MlflowClient, run_id: str, reason: str, error_tag: str) -> None:
+    """Mark a run FAILED with the reason (a reaped trial, a crashed job)."""
+
+    def mark() -> None:
+        client.set_tag(run_id, error_tag, reason[:5000])
+        client.set_terminated(run_id, status="FAILED")
+
+    retry_call(mark, what="MLflow fail run", retry_on=_transient_errors(), attempts=3)

@@ -1,0 +1,26 @@
+"""The module-level app that `celery -A hpoq.workers.worker_app` and Flower load.
+
+Resolves the broker from HPOQ_REDIS_URL, else the embedded Redis recorded under the
+output directory. Kept apart from celery_app so that importing the factory never
+connects anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hpoq.workers.celery_app import create_app
+
+
+def _broker_url() -> str:
+    url = os.environ.get("HPOQ_REDIS_URL")
+    if url:
+        return url
+    from hpoq.core.coordination.local_redis import resolve_redis_url
+    from hpoq.core.runtime import Runtime
+
+    resolved, _ = resolve_redis_url(Runtime.from_settings(), start=False)
+    return resolved
+
+
+app = create_app(_broker_url())

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real Redis (HPOQ_TEST_REDIS_URL, else an embedded server started for
+the session), fakeredis for fast contract tests, and an isolated hpoq environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from hpoq.core.coordination.embedded import EmbeddedRedis
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "config"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Redis. Never skipped: without one configured, the test session starts one."""
+    configured = os.environ.get("HPOQ_TEST_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def real_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[redis.Redis]:
+    import fakeredis
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    yield client
+    client.flushall()
+
+
+@pytest.fixture(params=["fakeredis", "real"])
+def any_redis(request: pytest.FixtureRequest) -> redis.Redis:
+    """The same contract suite runs against fakeredis and a real server."""
+    name = "fake_redis" if request.param == "fakeredis" else "real_redis"
+    client: redis.Redis = request.getfixturevalue(name)
+    return client
+
+
+@pytest.fixture
+def hpoq_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated output directory; no HPOQ_* or MLflow variables leak in from outside."""
+    for name in list(os.environ):
+        if name.startswith("HPOQ_") and name != "HPOQ_TEST_REDIS_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    output = tmp_path / "outputs"
+    monkeypatch.setenv("HPOQ_OUTPUT_DIR", str(output))
+    monkeypatch.setenv("HPOQ_PLATFORM", "local")
+    return output
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    """A writable copy of the shipped config/ tree; returns its experiment/ folder's parent."""
+    target = tmp_path / "project" / "config"
+    shutil.copytree(CONFIG_DIR, target)
+    return target
