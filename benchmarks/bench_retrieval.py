@@ -236,7 +236,9 @@ def postgres_database(server_url: str) -> Iterator[str | None]:
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"{server_url.rstrip('/')}/{name}"
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; hpoq ships psycopg2.
+        driver_url = server_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        yield f"{driver_url.rstrip('/')}/{name}"
     finally:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 

@@ -76,3 +76,28 @@ def config_copy(tmp_path: Path) -> Path:
     target = tmp_path / "project" / "config"
     shutil.copytree(CONFIG_DIR, target)
     return target
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards. Skipped when no server answers at
+    HPOQ_TEST_POSTGRES_URL (default: the local trust-auth server on 127.0.0.1:5432)."""
+    import uuid
+
+    import sqlalchemy
+
+    server = os.environ.get("HPOQ_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+    admin = sqlalchemy.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    name = f"hpoq_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.OperationalError as exc:
+        admin.dispose()
+        pytest.skip(f"no PostgreSQL server at {server}: {exc.orig}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

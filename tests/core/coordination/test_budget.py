@@ -83,51 +83,6 @@ def test_a_trial_told_before_its_release_is_not_counted_twice(any_redis: redis.R
     assert budget.status(STUDY, lost_after_s=60).finished == 1
 
 
-def test_release_counts_a_trial_once(any_redis: redis.Redis) -> None:
-    budget = TrialBudget(any_redis, KEYS)
-    budget.claim(STUDY, "a", 5, [], 60)
-    assert budget.release(STUDY, "a", counted=True) == 1
-    assert budget.release(STUDY, "a", counted=True) == 1
-
-
-def test_lapsed_claim_frees_the_slot(any_redis: redis.Redis) -> None:
-    budget = TrialBudget(any_redis, KEYS)
-    assert budget.claim(STUDY, "dead", 1, [], 0.05) is Claim.GRANTED
-    assert budget.claim(STUDY, "b", 1, [], 60) is Claim.BUDGET_FULL
-    time.sleep(0.1)
-    assert not budget.claim_is_live(STUDY, "dead")
-    assert budget.claim(STUDY, "b", 1, [], 60) is Claim.GRANTED
-
-
-def test_heartbeat_extends_only_a_held_claim(any_redis: redis.Redis) -> None:
-    budget = TrialBudget(any_redis, KEYS)
-    budget.claim(STUDY, "a", 2, [], 0.2)
-    assert budget.heartbeat(STUDY, "a", 60)
-    time.sleep(0.3)
-    assert budget.claim_is_live(STUDY, "a")
-    assert not budget.heartbeat(STUDY, "never-claimed", 60)
-
-
-def test_optuna_count_raises_the_finished_floor(any_redis: redis.Redis) -> None:
-    """A wiped Redis must not let a variant run past n_trials: Optuna's count is a floor."""
-    budget = TrialBudget(any_redis, KEYS)
-    told = ["o1", "o2", "o3", "o4"]  # finished in Optuna, unknown to this Redis
-    assert budget.claim(STUDY, "a", 4, told, 60) is Claim.BUDGET_FULL
-    assert budget.claim(STUDY, "b", 4, told[:3], 60) is Claim.GRANTED
-
-
-def test_a_trial_told_before_its_release_is_not_counted_twice(any_redis: redis.Redis) -> None:
-    """Optuna already counts a told trial whose claim is not yet released; the next claim
-    sees it through both, and must count it once."""
-    budget = TrialBudget(any_redis, KEYS)
-    assert budget.claim(STUDY, "a", 2, [], 60) is Claim.GRANTED
-    # a is told to Optuna (Optuna now counts 1) but not yet released:
-    assert budget.claim(STUDY, "b", 2, 1, 60) is Claim.BUDGET_FULL  # 1 finished + a's claim
-    budget.release(STUDY, "a", counted=True)
-    assert budget.claim(STUDY, "b", 2, 1, 60) is Claim.GRANTED
-    assert budget.status(STUDY, lost_after_s=60).finished == 1
-
-
 def test_status_drops_done_and_lost_pending_jobs(any_redis: redis.Redis) -> None:
     budget = TrialBudget(any_redis, KEYS)
     budget.add_pending(STUDY, ["a", "b", "c"])
