@@ -11,6 +11,7 @@ from hpoq.config.experiment import Experiment
 from hpoq.config.loader import load_experiment
 
 CHEAP_OBJECTIVE = "hpoq.workers.objectives.cheap:objective"
+CHEAP_RUNNER = "hpoq.workers.bench.cheap:run_inference_benchmark"
 
 
 def write_experiment(
@@ -60,8 +61,10 @@ def write_experiment(
         "synthetic": {"seed": 3, "train_sentences": 60, "validation_sentences": 20,
                       "test_sentences": 20},
     }  # fmt: skip
+    runner = CHEAP_RUNNER if objective == CHEAP_OBJECTIVE else None
     benchmark = {"batch_sizes": [1, 4], "warmup_iterations": 1, "iterations": 3,
-                 "max_seq_length": 32, **(benchmark_extra or {})}  # fmt: skip
+                 "max_seq_length": 32, **({"runner": runner} if runner else {}),
+                 **(benchmark_extra or {})}  # fmt: skip
     files = {
         "hpo.yaml": hpo,
         "data.yaml": data,

@@ -29,6 +29,11 @@ class BenchmarkConfig(StrictModel):
     precisions: list[Precision] = Field([Precision.FP32], min_length=1)
     benchmark_all_variants: bool = True
     benchmark_strategy: BenchmarkStrategy = BenchmarkStrategy.BEST_PER_VARIANT
+    # `module:function` with run_inference_benchmark's signature; the cheap runner serves
+    # orchestration tests whose objective leaves no real model behind.
+    runner: str = Field(
+        "hpoq.workers.bench.runner:run_inference_benchmark", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+    )
 
     @field_validator("batch_sizes")
     @classmethod

@@ -59,3 +59,23 @@ def parse_job(payload: Any, model: type[J]) -> J:
     except ValidationError as exc:
         fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(top)" for e in exc.errors())
         raise InputError(f"malformed {model.__name__} payload; bad fields: {fields}") from None
+
+
+class BenchmarkJob(JobBase):
+    """Measure one best trial under one benchmark key.
+
+    `fence` is the key's fencing number taken when the job was enqueued; a result is only
+    published while it is still the key's latest. `force` re-measures a key that already
+    has a result (run mode force_new).
+    """
+
+    kind: Literal["benchmark"] = "benchmark"
+    backbone: str
+    study_name: str
+    variant: int = Field(ge=1)
+    trial_number: int = Field(ge=0)
+    trial_id: str
+    run_id: str | None
+    benchmark_key: str = Field(min_length=1, max_length=1000)
+    fence: int = Field(ge=1)
+    force: bool = False

@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import lru_cache
-from itertools import islice
 from typing import TYPE_CHECKING, Any, Literal
 
 from hpoq.config.base import Direction
@@ -139,6 +138,23 @@ def query_runs_by_tags(
     A run that moves between pages while it is being paged (new runs logged meanwhile) is
     yielded once at most.
     """
+    pages = search_pages(
+        client, experiment_ids, required_tags, status, extra_filter, order_by, page_size
+    )
+    for runs, _ in pages:
+        yield from runs
+
+
+def search_pages(
+    client: MlflowClient,
+    experiment_ids: list[str],
+    required_tags: Mapping[str, str],
+    status: str | None = FINISHED,
+    extra_filter: str = "",
+    order_by: list[str] | None = None,
+    page_size: int = DEFAULT_PAGE_SIZE,
+) -> Iterator[tuple[list[Run], bool]]:
+    """query_runs_by_tags one server page at a time: (matching runs, whether it was the last)."""
     tags_clause, _ = tag_filter(required_tags)
     status_clause = f"attributes.status = {quote_filter_value(status)}" if status else ""
     filter_string = join_filters(status_clause, tags_clause, extra_filter)
@@ -152,12 +168,13 @@ def query_runs_by_tags(
             order_by=order_by,
             page_token=token,
         )
+        runs = []
         for run in page:
-            if run.info.run_id in seen or not _matches(run, required_tags, status):
-                continue
-            seen.add(run.info.run_id)
-            yield run
+            if run.info.run_id not in seen and _matches(run, required_tags, status):
+                seen.add(run.info.run_id)
+                runs.append(run)
         token = page.token
+        yield runs, not token
         if not token:
             return
 
@@ -204,25 +221,27 @@ def find_best_run_by_metric(
     page_size: int = BEST_RUN_PAGE_SIZE,
     strategy: SearchStrategy | None = None,
 ) -> Run | None:
-    """The FINISHED run with the best `metric`, found on the server.
+    """The FINISHED run with the best `metric`, found on the server; `tie_break` (smallest
+    wins; by default the run id) chooses among every run sharing the best value.
 
-    Step 1 finds the best value: `order_by` takes the first page of a search ordered by the
-    metric; `narrow` repeatedly asks for a small page of runs strictly better than the best
-    seen so far (pages in run-id order, which is random, so each round keeps about
-    1/page_size of the rest) until none is left. Step 2 fetches every run sharing that
-    value (`metrics.x = value`, paged), so that `tie_break` (smallest wins; by default the
-    run id) sees all ties however many there are. `accept` rejects runs on the client (they
-    are skipped, the search goes on). Runs without a finite value never win.
+    `order_by`: the first page of a search ordered by the metric gives the best value; when
+    that page holds nothing but ties, every run equal to it is fetched (`metrics.x = v`,
+    paged), so ties are all seen however many there are.
+    `narrow`: pages (run-id order, which is random) of runs at least as good as the best so
+    far; a strictly better one starts the next round, which keeps about 1/page_size of the
+    runs; a round that finds only equals has read every tie.
+    `accept` rejects runs on the client (they are skipped, the search goes on). Runs without
+    a finite value never win.
     """
     search = _BestSearch(
         client, experiment_ids, required_tags, metric, direction, accept, extra_filter, page_size
     )
     chosen = strategy or default_strategy(client)
-    top = search.by_narrowing() if chosen == "narrow" else search.by_ordering()
-    if top is None:
+    found = search.by_narrowing() if chosen == "narrow" else search.by_ordering()
+    if found is None:
         return None
-    key = tie_break or (lambda run: run.info.run_id)
-    return min([*search.ties(top), top], key=key)
+    top, ties = found
+    return min([*ties, top], key=tie_break or (lambda run: run.info.run_id))
 
 
 class _BestSearch:
@@ -242,11 +261,13 @@ class _BestSearch:
         self.maximize = direction is Direction.MAXIMIZE
         self.accept, self.extra, self.page_size = accept, extra_filter, page_size
 
-    def runs(self, clause: str = "", **kw: Any) -> Iterator[Run]:
+    def pages(self, clause: str = "", **kw: Any) -> Iterator[tuple[list[Run], bool]]:
         extra = join_filters(self.extra, clause)
-        return query_runs_by_tags(
+        pages = search_pages(
             self.client, self.experiment_ids, self.required, extra_filter=extra, **kw
         )
+        for runs, last in pages:
+            yield [run for run in runs if self.usable(run)], last
 
     def usable(self, run: Run) -> bool:
         return metric_value(run, self.metric) is not None and (
@@ -262,12 +283,20 @@ class _BestSearch:
         """Larger is better, in either direction."""
         return self.raw(run) if self.maximize else -self.raw(run)
 
-    def by_ordering(self) -> Run | None:
+    def by_ordering(self) -> tuple[Run, list[Run]] | None:
         order = f"metrics.{self.name} {'DESC' if self.maximize else 'ASC'}"
-        ordered = self.runs(order_by=[order], page_size=self.page_size)
-        return next((run for run in ordered if self.usable(run)), None)
+        for runs, last in self.pages(order_by=[order], page_size=self.page_size):
+            if not runs:
+                continue
+            top = runs[0]
+            ties = [run for run in runs if self.raw(run) == self.raw(top)]
+            # Ties are contiguous in the ordering: a worse run (or the end) closes them.
+            if last or len(ties) < len(runs):
+                return top, ties
+            return top, self.equal_to(top)
+        return None
 
-    def by_narrowing(self) -> Run | None:
+    def by_narrowing(self) -> tuple[Run, list[Run]] | None:
         best: Run | None = None
         while True:
             clause = ""
@@ -275,21 +304,26 @@ class _BestSearch:
                 literal = format_filter_number(self.raw(best))
                 if literal is None:  # never seen for a finite double; ordering is always right
                     return self.by_ordering()
-                clause = f"metrics.{self.name} {'>' if self.maximize else '<'} {literal}"
-            runs = self.runs(clause, order_by=["attributes.run_id ASC"], page_size=self.page_size)
-            sample = list(islice(filter(self.usable, runs), self.page_size))
-            if not sample:
-                return best
-            best = max(sample, key=self.signed)
+                clause = f"metrics.{self.name} {'>=' if self.maximize else '<='} {literal}"
+            order = ["attributes.run_id ASC"]
+            ties: list[Run] = []
+            better: list[Run] = []
+            for runs, _ in self.pages(clause, order_by=order, page_size=self.page_size):
+                better = [r for r in runs if best is None or self.signed(r) > self.signed(best)]
+                if better:
+                    break
+                ties.extend(runs)
+            if not better:
+                return None if best is None else (best, ties)
+            best = max(better, key=self.signed)
 
-    def ties(self, top: Run) -> list[Run]:
+    def equal_to(self, top: Run) -> list[Run]:
+        """Every usable run whose value equals top's."""
         best = self.raw(top)
         literal = format_filter_number(best)
         # Without a literal (never seen for a finite double) read every run: slow, not wrong.
         clause = "" if literal is None else f"metrics.{self.name} = {literal}"
-        return [
-            r for r in self.runs(clause) if self.usable(r) and metric_value(r, self.metric) == best
-        ]
+        return [r for runs, _ in self.pages(clause) for r in runs if self.raw(r) == best]
 
 
 def parse_int_tag(run: Run, tag: str) -> int | None:

@@ -30,22 +30,15 @@ def mlflow_study_names(
     client: MlflowClient, experiment_name: str, backbone: str, tags: TagsRegistry
 ) -> list[str]:
     """Distinct study names on the backbone's HPO runs (paged to the end)."""
-    from hpoq.core.mlflow_filters import quote_filter_value
+    from hpoq.core.mlflow_queries import query_runs_by_tags
 
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
         return []
-    names: set[str] = set()
-    token: str | None = None
-    flt = f"tags.`{tags.process.backbone}` = {quote_filter_value(backbone)}"
-    while True:
-        page = client.search_runs(
-            [found.experiment_id], filter_string=flt, max_results=1000, page_token=token
-        )
-        names.update(r.data.tags.get(tags.process.study_name, "") for r in page)
-        token = page.token
-        if not token:
-            break
+    runs = query_runs_by_tags(
+        client, [str(found.experiment_id)], {tags.process.backbone: backbone}, status=None
+    )
+    names = {r.data.tags.get(tags.process.study_name, "") for r in runs}
     names.discard("")
     return sorted(names)
 

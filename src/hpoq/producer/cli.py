@@ -7,7 +7,13 @@ from typing import Annotated
 import typer
 
 from hpoq import __version__
-from hpoq.producer.commands import config_cmd, retrieve_cmd, submit_cmd, worker_cmd
+from hpoq.producer.commands import (
+    benchmark_cmd,
+    config_cmd,
+    retrieve_cmd,
+    submit_cmd,
+    worker_cmd,
+)
 
 app = typer.Typer(
     name="hpoq",
@@ -20,6 +26,7 @@ app.add_typer(config_cmd.app, name="config")
 app.command("submit")(submit_cmd.submit)
 app.command("worker")(worker_cmd.worker)
 app.command("retrieve")(retrieve_cmd.retrieve)
+app.command("benchmark")(benchmark_cmd.benchmark)
 
 
 def _version(value: bool) -> None:

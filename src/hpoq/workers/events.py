@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hpoq.config.base import RunMode
+from hpoq.config.benchmark import BenchmarkStrategy
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL, TrialJob
 from hpoq.workers.context import WorkerContext
@@ -29,6 +31,26 @@ def enqueue_replacement(job: TrialJob, ctx: WorkerContext, app: Any, reaped: Rea
     return replacement.job_id
 
 
-def on_variant_complete(job: TrialJob, ctx: WorkerContext, app: Any) -> None:
-    """The variant reached n_trials: its benchmark is enqueued (same dedupe path)."""
-    log.info("variant %s of %s complete", job.study_name, job.backbone)
+def on_variant_complete(job: TrialJob, ctx: WorkerContext, app: Any) -> list[str]:
+    """The variant reached n_trials: enqueue its benchmark through the same dedupe path as
+    `hpoq benchmark` (several workers finishing at once still enqueue it once)."""
+    from hpoq.core.benchmark_dispatch import dispatch
+    from hpoq.core.benchmark_index import select_candidates
+    from hpoq.core.coordination.leases import BenchmarkLeases
+
+    experiment = job.experiment
+    candidates, _, _ = select_candidates(experiment, ctx.runtime, backbones=[job.backbone],
+                                         client=ctx.mlflow)  # fmt: skip
+    if experiment.benchmark.benchmark_strategy is BenchmarkStrategy.LATEST_ONLY:
+        wanted = [c for c in candidates if c.study_name == job.study_name]
+    else:
+        wanted = [c for c in candidates if c.variant == job.variant]
+    # Never forced from here: re-measuring is something a person asks for with
+    # `hpoq benchmark --run-mode force_new`, not something every late job repeats.
+    report = dispatch(
+        experiment, ctx.runtime, wanted, mode=RunMode.REUSE_IF_EXISTS, leases=BenchmarkLeases(ctx.redis, ctx.keys),
+        sender=app, client=ctx.mlflow,
+    )  # fmt: skip
+    log.info("variant %s of %s complete: benchmark jobs %s", job.study_name, job.backbone,
+             report.job_ids or "none needed")  # fmt: skip
+    return report.job_ids

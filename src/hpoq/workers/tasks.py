@@ -11,7 +11,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from hpoq.core.jobs import TASK_RUN_TRIAL, TrialJob, parse_job
+from hpoq.core.jobs import TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, BenchmarkJob, TrialJob, parse_job
 from hpoq.errors import InputError
 from hpoq.workers.context import WorkerContext
 
@@ -102,4 +102,32 @@ def run_trial(self: Task, payload: Any) -> dict[str, Any]:
             from hpoq.workers.events import enqueue_replacement
 
             enqueue_replacement(job, ctx, self.app, reaped)
+    return outcome.to_json()
+
+
+@app.task(name=TASK_RUN_BENCHMARK, bind=True, acks_late=True, max_retries=None)
+def run_benchmark(self: Task, payload: Any) -> dict[str, Any]:
+    from hpoq.workers.benchmark_job import BenchmarkInFlight, execute_benchmark
+
+    try:
+        job = parse_job(payload, BenchmarkJob)
+    except InputError as exc:
+        log.error("rejected job %s: %s", self.request.id, exc)
+        return {"status": "rejected", "error": str(exc)}
+    ctx = worker_context(self.app.conf.broker_url)
+    try:
+        outcome = execute_benchmark(job, ctx)
+    except BenchmarkInFlight as exc:
+        raise self.retry(exc=exc, countdown=IN_FLIGHT_RECHECK_S) from None
+    except _transient() as exc:
+        if self.request.retries >= MAX_TRANSIENT_RETRIES:
+            from hpoq.workers.benchmark_job import record_final_failure
+
+            record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
+            raise
+        from hpoq.core.retry import backoff_delay
+
+        raise self.retry(exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)) from None
+    finally:
+        release_accelerator_memory()
     return outcome.to_json()

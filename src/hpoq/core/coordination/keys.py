@@ -61,6 +61,11 @@ class RedisKeys:
     def benchmark_lease(self, key_hash: str) -> str:
         return self._k("bench-lease", key_hash)
 
+    # Failed benchmark jobs (key -> job JSON) for `retry-failed`; no TTL: a failure waits
+    # for a person, and an entry is removed when its key is re-enqueued.
+    def failed_benchmarks(self) -> str:
+        return self._k("failed-benchmarks")
+
     # No TTL: a fencing number must only ever grow for its key.
     def benchmark_fence(self, key_hash: str) -> str:
         return self._k("bench-fence", key_hash)

@@ -1,0 +1,97 @@
+"""Enqueueing benchmark jobs exactly once per key: the one path used by `hpoq benchmark`,
+by `retry-failed` and by a worker whose variant just finished.
+
+For each candidate: skip it when measured (unless forced), skip it when its lease is held
+(in flight: never two at once, whatever the mode), else take the lease with the new job's
+id as owner (SET NX), take a fencing number, and send the job. A send that fails gives the
+lease back, so nothing is left half-done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from hpoq.config.base import RunMode
+from hpoq.config.experiment import Experiment
+from hpoq.core.benchmark_index import Candidate, cached_keys, finished_keys, key_suffix
+from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.jobs import QUEUE_BENCHMARK, TASK_RUN_BENCHMARK, BenchmarkJob, new_job_id
+from hpoq.core.runtime import Runtime
+from hpoq.errors import ServiceError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# A queued job holds its key this long before anyone may enqueue it again; the worker that
+# starts it swaps in a short lease kept alive by a heartbeat.
+DEFAULT_QUEUED_LEASE_S = 6 * 3600
+
+
+class TaskSender(Protocol):
+    def send_task(self, name: str, args: Any = ..., **options: Any) -> Any: ...
+
+
+@dataclass
+class DispatchReport:
+    enqueued: list[dict[str, Any]] = field(default_factory=list)
+    skipped_done: list[dict[str, Any]] = field(default_factory=list)
+    skipped_in_flight: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enqueued": self.enqueued, "skipped_done": self.skipped_done,
+                "skipped_in_flight": self.skipped_in_flight}  # fmt: skip
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [item["job_id"] for item in self.enqueued]
+
+
+def measured_keys(
+    experiment: Experiment, runtime: Runtime, client: MlflowClient, keys: list[str]
+) -> set[str]:
+    """Keys with a FINISHED MLflow run or a disk cache file (one MLflow query in all)."""
+    in_mlflow = finished_keys(client, experiment.benchmark_experiment_name, key_suffix(experiment))
+    wanted = set(keys)
+    return (wanted & set(in_mlflow)) | cached_keys(runtime.layout, wanted - set(in_mlflow))
+
+
+def dispatch(
+    experiment: Experiment,
+    runtime: Runtime,
+    candidates: list[Candidate],
+    *,
+    mode: RunMode,
+    leases: BenchmarkLeases,
+    sender: TaskSender,
+    client: MlflowClient,
+    queued_lease_s: float = DEFAULT_QUEUED_LEASE_S,
+) -> DispatchReport:
+    report = DispatchReport()
+    force = mode is RunMode.FORCE_NEW
+    done = set() if force else measured_keys(experiment, runtime, client,
+                                             [c.key for c in candidates])  # fmt: skip
+    for candidate in candidates:
+        item = candidate.to_json()
+        if candidate.key in done:
+            report.skipped_done.append(item)
+            continue
+        job_id = new_job_id("bench")
+        if not leases.acquire(candidate.key, job_id, queued_lease_s):
+            report.skipped_in_flight.append(item)
+            continue
+        job = BenchmarkJob(
+            job_id=job_id, experiment=experiment, data_dir=str(experiment.data_dir()),
+            backbone=candidate.backbone, study_name=candidate.study_name,
+            variant=candidate.variant, trial_number=candidate.trial_number,
+            trial_id=candidate.trial_id, run_id=candidate.run_id,
+            benchmark_key=candidate.key, fence=leases.next_fence(candidate.key), force=force,
+        )  # fmt: skip
+        try:
+            sender.send_task(TASK_RUN_BENCHMARK, args=[job.to_payload()], queue=QUEUE_BENCHMARK,
+                             task_id=job_id)  # fmt: skip
+        except Exception as exc:
+            leases.release(candidate.key, job_id)
+            raise ServiceError(f"could not enqueue the benchmark of {candidate.key}: {exc}") from None
+        report.enqueued.append({**item, "job_id": job_id})
+    return report

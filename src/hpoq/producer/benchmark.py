@@ -1,0 +1,81 @@
+"""`hpoq benchmark` and `hpoq benchmark retry-failed` as importable functions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from hpoq.config.base import RunMode
+from hpoq.config.experiment import Experiment
+from hpoq.config.run_mode import get_benchmark_run_mode
+from hpoq.core.benchmark_dispatch import DispatchReport, dispatch
+from hpoq.core.benchmark_index import Candidate, finished_keys, key_suffix, select_candidates
+from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.jobs import BenchmarkJob
+from hpoq.producer.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def benchmark_experiment(
+    experiment: Experiment,
+    services: Services,
+    *,
+    mode_override: str | RunMode | None = None,
+    backbones: Sequence[str] | None = None,
+) -> tuple[DispatchReport, list[str], list[str]]:
+    """Retrieve the best trials, skip what is measured or in flight, enqueue the rest.
+
+    Returns the report, the backbones with no trials, and retrieval warnings.
+    """
+    mode = get_benchmark_run_mode(experiment.benchmark, experiment.hpo, override=mode_override)
+    client = services.mlflow()
+    candidates, missing, warnings = select_candidates(
+        experiment, services.runtime, backbones=list(backbones) if backbones else None,
+        client=client,
+    )  # fmt: skip
+    report = dispatch(
+        experiment, services.runtime, candidates, mode=mode,
+        leases=BenchmarkLeases(services.redis, services.keys), sender=services.celery,
+        client=client,
+    )  # fmt: skip
+    return report, missing, warnings
+
+
+def retry_failed(services: Services, experiment: Experiment | None = None) -> DispatchReport:
+    """Re-enqueue every key whose latest attempt failed and that has no success since."""
+    failed_hash = services.keys.failed_benchmarks()
+    stored: dict[str, Any] = services.redis.hgetall(failed_hash)  # type: ignore[assignment]
+    jobs = [BenchmarkJob.model_validate_json(raw) for raw in stored.values()]
+    if experiment is not None:
+        suffix = key_suffix(experiment)
+        jobs = [j for j in jobs if j.experiment.name == experiment.name
+                and j.benchmark_key.endswith(suffix)]  # fmt: skip
+    client = services.mlflow()
+    report = DispatchReport()
+    leases = BenchmarkLeases(services.redis, services.keys)
+    by_experiment: dict[tuple[str, str], list[BenchmarkJob]] = {}
+    for job in jobs:
+        group = (job.experiment.benchmark_experiment_name, key_suffix(job.experiment))
+        by_experiment.setdefault(group, []).append(job)
+    for (mlflow_name, suffix), group_jobs in by_experiment.items():
+        succeeded = finished_keys(client, mlflow_name, suffix)  # one query per experiment
+        for job in group_jobs:
+            if job.benchmark_key in succeeded:
+                services.redis.hdel(failed_hash, job.benchmark_key)
+                continue
+            candidate = Candidate(
+                backbone=job.backbone, study_name=job.study_name, variant=job.variant,
+                trial_number=job.trial_number, trial_id=job.trial_id, run_id=job.run_id,
+                key=job.benchmark_key,
+            )  # fmt: skip
+            part = dispatch(job.experiment, services.runtime, [candidate],
+                            mode=RunMode.REUSE_IF_EXISTS, leases=leases,
+                            sender=services.celery, client=client)  # fmt: skip
+            if part.enqueued or part.skipped_done:
+                services.redis.hdel(failed_hash, job.benchmark_key)
+            report.enqueued += part.enqueued
+            report.skipped_done += part.skipped_done
+            report.skipped_in_flight += part.skipped_in_flight
+    return report

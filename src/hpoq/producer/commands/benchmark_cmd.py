@@ -1,0 +1,84 @@
+"""`hpoq benchmark [retry-failed] [EXPERIMENT.yaml]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
+from hpoq.producer.output import emit, exit_codes, stderr, stdout
+
+RETRY_FAILED = "retry-failed"
+
+
+def benchmark(
+    target: Annotated[str, typer.Argument(metavar="[retry-failed] EXPERIMENT.yaml")],
+    experiment_path: Annotated[Path | None, typer.Argument(hidden=True)] = None,
+    run_mode: RunModeOption = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the jobs to the end.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Benchmark the best trials: skip what is measured or in flight, enqueue the rest.
+
+    `hpoq benchmark retry-failed [EXPERIMENT.yaml]` re-enqueues every key whose latest
+    attempt failed and that has no success since.
+    """
+    from hpoq.config.loader import load_experiment
+    from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.runtime import Runtime
+    from hpoq.errors import InputError
+    from hpoq.producer.benchmark import benchmark_experiment, retry_failed
+    from hpoq.producer.services import open_services
+
+    with exit_codes():
+        retrying = target == RETRY_FAILED
+        path = experiment_path if retrying else Path(target)
+        if not retrying and experiment_path is not None:
+            raise InputError(f"unexpected argument {str(experiment_path)!r}")
+        experiment = load_experiment(path) if path is not None else None
+        if run_mode is not None:
+            parse_run_mode(run_mode, field="--run-mode")
+        services = open_services(Runtime.from_settings())
+        try:
+            missing: list[str] = []
+            warnings: list[str] = []
+            if retrying:
+                report = retry_failed(services, experiment)
+            else:
+                assert experiment is not None
+                report, missing, warnings = benchmark_experiment(
+                    experiment, services, mode_override=run_mode
+                )
+            results = {}
+            if wait and report.job_ids:
+                from hpoq.producer.follow import wait_for_jobs
+
+                results = wait_for_jobs(services.celery, report.job_ids, label="benchmarks")
+        finally:
+            services.close()
+
+    payload = report.to_json() | {"missing": missing, "warnings": warnings}
+    if results:
+        payload["results"] = results
+
+    def render() -> None:
+        from rich.table import Table
+
+        for message in warnings:
+            stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+        rows = [("enqueued", report.enqueued), ("measured already", report.skipped_done),
+                ("in flight", report.skipped_in_flight)]  # fmt: skip
+        table = Table("backbone", "variant", "trial", "status", "key")
+        for status, items in rows:
+            for item in items:
+                table.add_row(item["backbone"], item["study_name"], str(item["trial"]), status,
+                              item["key"])  # fmt: skip
+        stdout.print(table)
+        if missing:
+            stdout.print(f"no trials yet: {', '.join(missing)}", highlight=False)
+        if not report.enqueued:
+            stdout.print("nothing to do")
+
+    emit(as_json, payload, render)

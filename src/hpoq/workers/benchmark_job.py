@@ -1,0 +1,219 @@
+"""One benchmark job: take over the key's lease, re-check, measure, publish, release.
+
+Order, and why:
+1. take the lease over from the enqueuing producer (owner = job id); if another worker
+   holds it, the job is in flight elsewhere;
+2. re-check: a newer job for the key (higher fence) supersedes this one; a result that
+   already exists ends it (unless forced, and then only a result of an older fence);
+3. measure under a heartbeat that keeps the lease alive;
+4. publish only while the lease is still ours and our fence is the key's latest: one
+   MLflow run (FINISHED, tag benchmark_key, the fence), then the disk cache (atomic);
+5. release the lease with compare-and-delete.
+A failure leaves a FAILED run tagged with the key and the error, and frees the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from hpoq.config.tags import BENCHMARK_KEY_TAG
+from hpoq.core.benchmark_index import cache_path, read_cache
+from hpoq.core.coordination.heartbeat import Heartbeat
+from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.jobs import BenchmarkJob
+from hpoq.core.objective import load_objective
+from hpoq.core.trial_record import write_json_atomic
+from hpoq.errors import HpoqError
+from hpoq.workers.context import WorkerContext, lease_seconds
+
+log = logging.getLogger(__name__)
+Status = Literal["measured", "already_done", "superseded", "failed"]
+STAGE_BENCHMARK = "benchmark"
+
+
+class BenchmarkInFlight(HpoqError):
+    """Raised when another worker holds the key's lease."""
+
+
+@dataclass(frozen=True)
+class BenchmarkOutcome:
+    status: Status
+    benchmark_key: str
+    run_id: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "benchmark_key": self.benchmark_key,
+                "run_id": self.run_id, "error": self.error}  # fmt: skip
+
+
+def checkpoint_dir(job: BenchmarkJob, ctx: WorkerContext) -> Path:
+    return ctx.runtime.layout.trial_dir(job.backbone, job.study_name, job.trial_number) / "checkpoint"
+
+
+def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome:
+    leases = BenchmarkLeases(ctx.redis, ctx.keys)
+    key = job.benchmark_key
+    owner = f"{job.job_id}@{socket.gethostname()}:{os.getpid()}"
+    lease_s = lease_seconds()
+    if not leases.transfer(key, job.job_id, owner, lease_s):
+        if (leases.holder(key) or "").startswith(f"{job.job_id}@"):
+            raise BenchmarkInFlight(f"{key}: another delivery of {job.job_id} is measuring it")
+        return _superseded_or_busy(job, leases)
+    try:
+        if job.fence < leases.current_fence(key):
+            return BenchmarkOutcome("superseded", key)
+        existing = _existing_result(job, ctx)
+        if existing is not None:
+            return BenchmarkOutcome("already_done", key, run_id=existing)
+        beat = Heartbeat(lambda: leases.heartbeat(key, owner, lease_s), lease_s / 3, job.job_id)
+        with beat:
+            try:
+                result = _measure(job, ctx)
+            except Exception as exc:
+                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                log.error("benchmark of %s failed: %s", key, text)
+                run_id = _log_failure(job, ctx, text)
+                return BenchmarkOutcome("failed", key, run_id=run_id, error=text)
+        if beat.lost.is_set() or leases.current_fence(key) != job.fence:
+            return BenchmarkOutcome("superseded", key)
+        run_id = _publish(job, ctx, result)
+        return BenchmarkOutcome("measured", key, run_id=run_id)
+    finally:
+        leases.release(key, owner)
+
+
+def _superseded_or_busy(job: BenchmarkJob, leases: BenchmarkLeases) -> BenchmarkOutcome:
+    """Someone else holds the key: a newer job (fence) supersedes us; else we wait."""
+    if job.fence < leases.current_fence(job.benchmark_key):
+        return BenchmarkOutcome("superseded", job.benchmark_key)
+    raise BenchmarkInFlight(f"{job.benchmark_key} is being measured by {leases.holder(job.benchmark_key)}")
+
+
+def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
+    """Run id (or 'disk') of a result this job must not repeat."""
+    from hpoq.core.mlflow_queries import query_runs_by_tags
+
+    experiment = ctx.mlflow.get_experiment_by_name(job.experiment.benchmark_experiment_name)
+    if experiment is not None:
+        runs = query_runs_by_tags(ctx.mlflow, [str(experiment.experiment_id)],
+                                  {BENCHMARK_KEY_TAG: job.benchmark_key})  # fmt: skip
+        for run in runs:
+            fence = int(run.data.tags.get(job.experiment.tags.benchmark.fencing_token, "0") or 0)
+            if not job.force or fence >= job.fence:
+                return str(run.info.run_id)
+    cached = read_cache(ctx.runtime.layout, job.benchmark_key)
+    if cached is not None and (not job.force or int(cached.get("fence", 0)) >= job.fence):
+        return str(cached.get("run_id") or "disk")
+    return None
+
+
+def _measure(job: BenchmarkJob, ctx: WorkerContext) -> Any:
+    runner = load_objective(job.experiment.benchmark.runner)
+    return runner(checkpoint_dir(job, ctx), job.experiment.data, Path(job.data_dir),
+                  job.experiment.benchmark)  # fmt: skip
+
+
+def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:
+    t = job.experiment.tags
+    return {
+        BENCHMARK_KEY_TAG: job.benchmark_key,
+        t.benchmark.fencing_token: str(job.fence),
+        t.process.stage: STAGE_BENCHMARK,
+        t.process.backbone: job.backbone,
+        t.process.variant: str(job.variant),
+        t.process.study_name: job.study_name,
+        t.process.trial_number: str(job.trial_number),
+        t.process.experiment: job.experiment.name,
+        t.grouping.trial_key_hash: job.trial_id,
+        "hpoq.hpo_run_id": job.run_id or "",
+        "hpoq.worker": ctx.hostname,
+    }
+
+
+def _experiment_id(job: BenchmarkJob, ctx: WorkerContext) -> str:
+    from hpoq.core.tracking import artifact_root, ensure_experiment
+
+    return ensure_experiment(ctx.mlflow, job.experiment.benchmark_experiment_name,
+                             artifact_root(ctx.runtime.layout))  # fmt: skip
+
+
+def result_metrics(result: Any) -> dict[str, float]:
+    """Flat MLflow metrics, one group per (precision, batch size)."""
+    metrics: dict[str, float] = {}
+    for entry in result.entries:
+        prefix = f"{entry.precision.value}_bs{entry.batch_size}"
+        if entry.status != "ok" or entry.latency_ms is None:
+            metrics[f"{prefix}_oom"] = 1.0
+            continue
+        metrics[f"{prefix}_latency_p50_ms"] = entry.latency_ms.p50
+        metrics[f"{prefix}_latency_p95_ms"] = entry.latency_ms.p95
+        metrics[f"{prefix}_latency_p99_ms"] = entry.latency_ms.p99
+        if entry.throughput_sentences_per_s is not None:
+            metrics[f"{prefix}_throughput_sentences_per_s"] = entry.throughput_sentences_per_s
+        if entry.throughput_tokens_per_s is not None:
+            metrics[f"{prefix}_throughput_tokens_per_s"] = entry.throughput_tokens_per_s
+        if entry.peak_memory_mb is not None:
+            metrics[f"{prefix}_peak_memory_mb"] = entry.peak_memory_mb
+    return metrics
+
+
+def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
+    import time
+
+    from mlflow.entities import Metric, Param
+
+    from hpoq.core.retry import retry_call
+    from hpoq.workers.trial_tracking import _transient_errors
+
+    client = ctx.mlflow
+    experiment_id = _experiment_id(job, ctx)
+    tags = _tags(job, ctx) | {"hpoq.device": result.device, "hpoq.device_name": result.device_name}
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, v, now, 0) for k, v in sorted(result_metrics(result).items())]
+    params = [Param(k, str(v)) for k, v in sorted(result.config.items())]
+
+    def log_run() -> str:
+        run = client.create_run(experiment_id, tags=tags,
+                                run_name=f"bench-{job.study_name}-trial-{job.trial_number}")  # fmt: skip
+        run_id = str(run.info.run_id)
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.log_dict(run_id, result.model_dump(mode="json"), "benchmark.json")
+        client.set_terminated(run_id, status="FINISHED")
+        return run_id
+
+    run_id = retry_call(log_run, what="MLflow log benchmark", retry_on=_transient_errors())
+    write_json_atomic(
+        cache_path(ctx.runtime.layout, job.benchmark_key),
+        {"benchmark_key": job.benchmark_key, "fence": job.fence, "run_id": run_id,
+         "result": result.model_dump(mode="json")},
+    )  # fmt: skip
+    return run_id
+
+
+def record_final_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> None:
+    """A job that ran out of retries: FAILED run, remembered for retry-failed, key freed."""
+    _log_failure(job, ctx, error)
+    BenchmarkLeases(ctx.redis, ctx.keys).release(job.benchmark_key, job.job_id)
+
+
+def _log_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> str | None:
+    """A FAILED run tagged with the key and the error; None when MLflow is unreachable."""
+    try:
+        experiment_id = _experiment_id(job, ctx)
+        tags = _tags(job, ctx) | {job.experiment.tags.benchmark.error: error[:5000]}
+        run = ctx.mlflow.create_run(experiment_id, tags=tags,
+                                    run_name=f"bench-{job.study_name}-trial-{job.trial_number}")  # fmt: skip
+        ctx.mlflow.set_terminated(run.info.run_id, status="FAILED")
+        return str(run.info.run_id)
+    except Exception as exc:  # the failure is also kept in Redis for retry-failed
+        log.warning("could not record the failed benchmark of %s: %s", job.benchmark_key, exc)
+        return None
+    finally:
+        ctx.redis.hset(ctx.keys.failed_benchmarks(), job.benchmark_key, job.model_dump_json())
