@@ -19,6 +19,7 @@ from hpoq.config.base import Direction
 from hpoq.config.experiment import Experiment
 from hpoq.config.loader import load_experiment
 from hpoq.config.selection import SelectionScope
+from hpoq.core import mlflow_queries
 from hpoq.core.fingerprints import trial_key_hash
 from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.core.retrieval import BestTrial, rank_key, retrieve_best_trials
@@ -335,18 +336,22 @@ def test_disk_is_not_read_when_a_higher_source_answers(seed: Seeder) -> None:
 # --- the tie-break rule ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("source", ["mlflow:order_by", "mlflow:narrow", "optuna", "disk"])
 @pytest.mark.parametrize("shuffle", [0, 1, 2])
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_ties_resolve_by_the_rule_in_every_source(
     tmp_path: Path,
     runtime: Runtime,
     client: MlflowClient,
+    monkeypatch: pytest.MonkeyPatch,
     source: str,
     shuffle: int,
     direction: str,
 ) -> None:
     """Best value, then lower variant, then lower trial number, whatever the insertion order."""
+    source, _, strategy = source.partition(":")
+    if strategy:  # both MLflow search strategies, whatever the store would pick
+        monkeypatch.setattr(mlflow_queries, "default_strategy", lambda client: strategy)
     experiment = make_experiment(tmp_path, direction=direction)
     seed = Seeder(experiment, runtime, client)
     best, worse = (0.8, 0.3) if direction == "maximize" else (0.3, 0.8)
@@ -479,6 +484,8 @@ def test_only_the_backbones_asked_for(seed: Seeder) -> None:
     assert result.missing == ["gamma"]
     with pytest.raises(InputError, match="unknown backbone"):
         retrieve_best_trials(seed.experiment, seed.runtime, backbones=["nope"], client=seed.client)
+    with pytest.raises(InputError, match="scope: 'best' is not one of overall, per_variant"):
+        retrieve_best_trials(seed.experiment, seed.runtime, scope="best", client=seed.client)
 
 
 def test_unreadable_metrics_files_are_reported(seed: Seeder) -> None:

@@ -142,9 +142,10 @@ def test_a_failed_benchmark_frees_its_key_and_retry_failed_reruns_exactly_it(
     world.sweep()
     world.benchmark()
     [job] = world.queued()
-    checkpoint = world.services.runtime.layout.trial_dir("tiny", job.study_name, job.trial_number)
-    hidden = checkpoint / "checkpoint"
-    hidden.rename(checkpoint / "moved")
+    trial_dir = world.services.runtime.layout.trial_dir("tiny", job.study_name, job.trial_number)
+    checkpoint_file = trial_dir / "checkpoint" / "cheap_checkpoint.json"
+    good = checkpoint_file.read_text()
+    checkpoint_file.write_text("{corrupt")
     outcome = execute_benchmark(job, world.ctx)
     assert outcome.status == "failed" and "checkpoint" in (outcome.error or "")
     failed = world.ctx.mlflow.get_run(outcome.run_id)
@@ -152,7 +153,7 @@ def test_a_failed_benchmark_frees_its_key_and_retry_failed_reruns_exactly_it(
     assert failed.data.tags["benchmark_key"] == job.benchmark_key
     assert world.redis.get(f"hpoq:{world.services.keys.namespace}:bench-lease:x") is None
 
-    (checkpoint / "moved").rename(hidden)
+    checkpoint_file.write_text(good)
     report = retry_failed(world.services)
     assert [e["key"] for e in report.enqueued] == [job.benchmark_key]
     [again] = world.queued()
@@ -163,3 +164,26 @@ def test_a_failed_benchmark_frees_its_key_and_retry_failed_reruns_exactly_it(
 def test_a_malformed_payload_is_rejected(world: World) -> None:
     with pytest.raises(Exception, match="malformed BenchmarkJob"):
         parse_job({"job_id": "x", "kind": "benchmark"}, BenchmarkJob)
+
+
+def test_a_worker_on_another_host_downloads_the_checkpoint(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str
+) -> None:
+    """Hosts share only Redis, MLflow and the Optuna storage: a benchmark worker whose output
+    directory never saw the trial gets the checkpoint from the MLflow artifact store."""
+    shared = {"optuna_storage": f"sqlite:///{tmp_path}/optuna.db",
+              "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}  # fmt: skip
+    host_a = Runtime.from_settings(Settings(output_dir=tmp_path / "a", platform="local", **shared))
+    host_b = Runtime.from_settings(Settings(output_dir=tmp_path / "b", platform="local", **shared))
+    services = Services(host_a, redis_url, real_redis, redis_keys(host_a), create_app(redis_url),
+                        None)  # fmt: skip
+    world = World(make_experiment(tmp_path, n_trials=2), services,
+                  WorkerContext.create(redis_url, host_a), real_redis)  # fmt: skip
+    world.sweep()
+    world.benchmark()
+    [job] = world.queued()
+    local_copy = host_b.layout.trial_dir("tiny", job.study_name, job.trial_number) / "checkpoint"
+    assert not local_copy.exists()
+    outcome = execute_benchmark(job, WorkerContext.create(redis_url, host_b))
+    assert outcome.status == "measured", outcome.error
+    assert (local_copy / "cheap_checkpoint.json").is_file()

@@ -10,6 +10,11 @@ value is left out of the server-side filter and checked exactly on the client in
 `query_runs_by_tags` always re-checks every required tag on the client, so a lenient server
 (a case-insensitive MySQL collation, say) cannot hand back a near miss either.
 
+Best run. `find_best_run_by_metric` never reads every run: it asks the server for a small
+ordered page (PostgreSQL, MySQL, a tracking server) or narrows by `metrics.x >= best` rounds
+(SQLite, whose plan for MLflow's metric ORDER BY is quadratic), then makes sure every run
+tied with the best value is seen before the caller's tie-break picks one.
+
 Imports mlflow lazily: the CLI stays fast until a command searches.
 """
 
@@ -29,7 +34,8 @@ if TYPE_CHECKING:
 
 FINISHED = "FINISHED"
 DEFAULT_PAGE_SIZE = 1000
-# The best run is almost always on the first page of a server-side ordered search.
+# Small pages: the best run is on the first page of an ordered search, and each narrowing
+# round keeps about 1/BEST_RUN_PAGE_SIZE of the runs.
 BEST_RUN_PAGE_SIZE = 10
 # Built so that a value that leaks out of its quotes shows up as extra or missing clauses.
 _PROBE = "attributes.status = 'X' AND tags.`probe` = {value} AND tags.`after` = 'Y'"

@@ -5,7 +5,7 @@ first source that has a COMPLETE trial answers:
 
 1. MLflow: FINISHED runs in the HPO experiment tagged stage=hpo, the backbone and the
    experiment, with both grouping tags, valid variant and trial-number tags and a finite
-   objective metric. Ordered on the server; only the best runs and their ties are fetched.
+   objective metric. Searched on the server: only the best run and its ties are read.
 2. Optuna: the COMPLETE trials of every variant study of the backbone (StudyStore).
 3. Disk: `<study_dir>/trial_<n>/metrics.json` files whose state is COMPLETE.
 
@@ -50,6 +50,7 @@ from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.core.trial_record import METRICS_FILE, STAGE_HPO, TrialRecord
 from hpoq.core.variants import base_study_name, find_study_variants
+from hpoq.errors import InputError
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -109,7 +110,11 @@ def retrieve_best_trials(
     `scope` defaults to the experiment's selection scope; `backbones` to every configured
     backbone (an unknown name raises InputError); `client` to one for the runtime's MLflow.
     """
-    chosen_scope = SelectionScope(scope or experiment.selection.scope)
+    try:
+        chosen_scope = SelectionScope(scope or experiment.selection.scope)
+    except ValueError:
+        allowed = ", ".join(s.value for s in SelectionScope)
+        raise InputError(f"scope: {scope!r} is not one of {allowed}") from None
     names = list(dict.fromkeys(backbones or [b.name for b in experiment.hpo.backbones]))
     for name in names:
         experiment.hpo.backbone(name)  # InputError for a name the experiment does not know
@@ -150,19 +155,18 @@ def _retrieve_backbone(
         answers.append(("disk", _disk_best(experiment, runtime, backbone, answered, warn)))
     direction = experiment.selection.objective.direction
     if scope is SelectionScope.OVERALL:
-        overall = [(source, pick_best(a.values(), direction)) for source, a in answers]
-        winner = _first_answer(backbone, overall, warn)
+        winner = _first_answer(
+            backbone, [pick_best(a.values(), direction) for _, a in answers], warn
+        )
         return [winner] if winner else []
     variants = sorted({v for _, answer in answers for v in answer})
-    picked = (_first_answer(backbone, [(s, a.get(v)) for s, a in answers], warn) for v in variants)
+    picked = (_first_answer(backbone, [a.get(v) for _, a in answers], warn) for v in variants)
     return [trial for trial in picked if trial is not None]
 
 
-def _first_answer(
-    backbone: str, answers: list[tuple[SourceName, BestTrial | None]], warn: Warn
-) -> BestTrial | None:
-    """The highest-priority answer; a warning for every lower one that picks another trial."""
-    present = [trial for _, trial in answers if trial is not None]
+def _first_answer(backbone: str, answers: list[BestTrial | None], warn: Warn) -> BestTrial | None:
+    """The first (highest-priority) answer; a warning for each later one naming another trial."""
+    present = [trial for trial in answers if trial is not None]
     if not present:
         return None
     chosen, others = present[0], present[1:]

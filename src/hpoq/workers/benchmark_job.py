@@ -115,9 +115,11 @@ def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
 
 
 def _measure(job: BenchmarkJob, ctx: WorkerContext) -> Any:
+    from hpoq.workers.checkpoint_store import ensure_local_checkpoint
+
     runner = load_objective(job.experiment.benchmark.runner)
-    return runner(checkpoint_dir(job, ctx), job.experiment.data, Path(job.data_dir),
-                  job.experiment.benchmark)  # fmt: skip
+    checkpoint = ensure_local_checkpoint(ctx.mlflow, job.run_id, checkpoint_dir(job, ctx))
+    return runner(checkpoint, job.experiment.data, Path(job.data_dir), job.experiment.benchmark)
 
 
 def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:

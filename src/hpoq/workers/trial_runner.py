@@ -157,6 +157,8 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
 
             fail_run(ctx.mlflow, run_id, error, job.experiment.tags.benchmark.error)
         else:
+            if final_state == "COMPLETE":
+                _upload_checkpoint(ctx, run_id, layout, job, trial.number)
             finish_trial_run(ctx.mlflow, run_id, record, extra)
         write_metrics_file(layout.trial_dir(job.backbone, job.study_name, trial.number), record)
         counted = final_state in ("COMPLETE", "PRUNED")
@@ -219,3 +221,19 @@ def _last_intermediate(trial: Any) -> float | None:
 
 def _complete(study: Any, n_trials: int) -> bool:
     return count_finished(study) >= n_trials
+
+
+def _upload_checkpoint(
+    ctx: WorkerContext, run_id: str, layout: OutputLayout, job: TrialJob, number: int
+) -> None:
+    """Make the checkpoint reachable from other hosts; a failed upload only costs that."""
+    from hpoq.workers.checkpoint_store import upload_checkpoint
+    from hpoq.workers.training.checkpoints import open_checkpoint_for_reading
+
+    checkpoint = layout.trial_dir(job.backbone, job.study_name, number) / "checkpoint"
+    try:
+        if checkpoint.is_dir():
+            with open_checkpoint_for_reading(checkpoint):
+                upload_checkpoint(ctx.mlflow, run_id, checkpoint)
+    except Exception as exc:
+        log.warning("checkpoint of trial %d not uploaded to MLflow: %s", number, exc)
