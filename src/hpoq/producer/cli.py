@@ -11,6 +11,7 @@ from hpoq.producer.commands import (
     benchmark_cmd,
     config_cmd,
     retrieve_cmd,
+    run_cmd,
     submit_cmd,
     worker_cmd,
 )
@@ -27,6 +28,7 @@ app.command("submit")(submit_cmd.submit)
 app.command("worker")(worker_cmd.worker)
 app.command("retrieve")(retrieve_cmd.retrieve)
 app.command("benchmark")(benchmark_cmd.benchmark)
+app.command("run")(run_cmd.run)
 
 
 def _version(value: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
+import traceback
 from typing import TYPE_CHECKING, Any
 
 from hpoq.config.data import DataConfig
@@ -72,6 +73,11 @@ def objective(
         if context.hpo.checkpoint.enabled:
             _save_checkpoint(run, trial.number, value, context, summary)
         return value
+    except BaseException as exc:
+        # The traceback keeps the trainer's frames, and with them the model and optimizer,
+        # alive until the worker drops the exception: clear them so _release frees memory.
+        traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         _release(run)
 

@@ -1,0 +1,80 @@
+"""`hpoq run EXPERIMENT.yaml`: everything on one machine, with embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
+from hpoq.producer.output import emit, exit_codes, stderr, stdout
+
+
+def run(
+    experiment_path: Annotated[Path, typer.Argument(metavar="EXPERIMENT.yaml")],
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, max=64, help="Local workers (default: one per GPU)."),
+    ] = None,
+    run_mode: RunModeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the sweep and its benchmarks on this machine, then print the results."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from hpoq.config.loader import load_experiment
+    from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.runtime import Runtime
+    from hpoq.producer.local_run import run_experiment
+
+    with exit_codes():
+        experiment = load_experiment(experiment_path)
+        if run_mode is not None:
+            parse_run_mode(run_mode, field="--run-mode")
+        bars: dict[str, Any] = {}
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+        with Progress(*columns, console=stderr, transient=False) as progress:
+
+            def show(label: str, done: int, total: int) -> None:
+                if label not in bars:
+                    bars[label] = progress.add_task(label, total=total)
+                progress.update(bars[label], completed=done, total=total)
+
+            try:
+                report = run_experiment(experiment, Runtime.from_settings(), workers=workers,
+                                        mode_override=run_mode, progress=show)  # fmt: skip
+            except KeyboardInterrupt:
+                stderr.print("interrupted: workers stopped; the next run resumes")
+                raise typer.Exit(130) from None
+
+    def render() -> None:
+        from rich.table import Table
+
+        for message in report.warnings:
+            stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+        if not report.new_work:
+            stdout.print("nothing new to do: every variant is complete and every best trial "
+                         "is benchmarked")  # fmt: skip
+        best = Table("backbone", "variant", "trial", "macro-f1", "source", title="best trials")
+        for t in report.best_trials:
+            best.add_row(t["backbone"], t["study_name"], str(t["trial_number"]),
+                         f"{t['value']:.4f}", t["source"])  # fmt: skip
+        stdout.print(best)
+        if report.missing:
+            stdout.print(f"no trials: {', '.join(report.missing)}", highlight=False)
+        bench = Table("backbone", "variant", "trial", "precision", "batch", "p50 ms", "p95 ms",
+                      "sentences/s", title="benchmarks")  # fmt: skip
+        for row in report.benchmarks:
+            for e in row.get("entries", []) or [{}]:
+                bench.add_row(row["backbone"], row["study_name"], str(row["trial"]),
+                              str(e.get("precision", "-")), str(e.get("batch_size", "-")),
+                              _num(e.get("latency_p50_ms")), _num(e.get("latency_p95_ms")),
+                              _num(e.get("throughput_sentences_per_s")))  # fmt: skip
+        stdout.print(bench)
+
+    emit(as_json, report.to_json(), render)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
