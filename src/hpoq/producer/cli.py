@@ -12,6 +12,7 @@ from hpoq.producer.commands import (
     config_cmd,
     retrieve_cmd,
     run_cmd,
+    status_cmd,
     submit_cmd,
     worker_cmd,
 )
@@ -29,6 +30,7 @@ app.command("worker")(worker_cmd.worker)
 app.command("retrieve")(retrieve_cmd.retrieve)
 app.command("benchmark")(benchmark_cmd.benchmark)
 app.command("run")(run_cmd.run)
+app.command("status")(status_cmd.status)
 
 
 def _version(value: bool) -> None:

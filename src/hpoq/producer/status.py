@@ -1,0 +1,79 @@
+"""`hpoq status`: queues, workers, benchmarks in flight, trial counts, failures.
+
+Reads Redis, Celery's control channel and the Optuna storage only: it works from a
+machine that has just the producer installed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hpoq.config.experiment import Experiment
+from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.variants import base_study_name
+from hpoq.producer.services import Services
+
+INSPECT_TIMEOUT_S = 1.0
+
+
+def _queues(services: Services) -> dict[str, int]:
+    return {q: int(services.redis.llen(q)) for q in (QUEUE_HPO, QUEUE_BENCHMARK)}
+
+
+def _describe_task(task: dict[str, Any]) -> dict[str, Any]:
+    payload = (task.get("args") or [{}])[0]
+    if not isinstance(payload, dict):
+        payload = {}
+    return {
+        "task": task.get("name"),
+        "job_id": task.get("id"),
+        "backbone": payload.get("backbone"),
+        "study_name": payload.get("study_name"),
+        "benchmark_key": payload.get("benchmark_key"),
+    }
+
+
+def _workers(services: Services) -> dict[str, list[dict[str, Any]]]:
+    inspector = services.celery.control.inspect(timeout=INSPECT_TIMEOUT_S)
+    active = inspector.active() or {}
+    return {name: [_describe_task(t) for t in tasks] for name, tasks in sorted(active.items())}
+
+
+def _leases(services: Services) -> list[dict[str, str]]:
+    pattern = services.keys.benchmark_lease("*")
+    return [{"lease": str(key).rsplit(":", 1)[-1], "holder": str(services.redis.get(key))}
+            for key in services.redis.scan_iter(pattern, count=1000)]  # fmt: skip
+
+
+def _variants(services: Services, experiment: Experiment) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    store = services.runtime.study_store(experiment.hpo.checkpoint)
+    rows = []
+    for backbone in experiment.hpo.backbones:
+        base = base_study_name(experiment.hpo.checkpoint.study_name, backbone.name)
+        for ref in store.list_variants(backbone.name, base):
+            study = store.load(ref)
+            trials = [] if study is None else study.get_trials(deepcopy=False)
+            count = {s: sum(t.state == s for t in trials) for s in TrialState}
+            rows.append({
+                "backbone": ref.backbone, "variant": ref.variant, "study_name": ref.study_name,
+                "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
+                "pruned": count[TrialState.PRUNED], "running": count[TrialState.RUNNING],
+                "failed": count[TrialState.FAIL], "n_trials": experiment.hpo.n_trials,
+            })  # fmt: skip
+    return rows
+
+
+def cluster_status(services: Services, experiment: Experiment | None = None) -> dict[str, Any]:
+    failed_jobs = services.redis.hgetall(services.keys.failed_jobs())
+    failed_benchmarks = services.redis.hkeys(services.keys.failed_benchmarks())
+    return {
+        "settings": services.runtime.settings.describe(),
+        "queues": _queues(services),
+        "workers": _workers(services),
+        "benchmarks_in_flight": _leases(services),
+        "variants": _variants(services, experiment) if experiment is not None else [],
+        "failed_jobs": failed_jobs,
+        "failed_benchmarks": sorted(failed_benchmarks),  # type: ignore[arg-type]
+    }
