@@ -187,3 +187,16 @@ def test_a_worker_on_another_host_downloads_the_checkpoint(
     outcome = execute_benchmark(job, WorkerContext.create(redis_url, host_b))
     assert outcome.status == "measured", outcome.error
     assert (local_copy / "cheap_checkpoint.json").is_file()
+
+
+def test_the_python_api_filters_out_what_is_benchmarked(world: World) -> None:
+    from hpoq import api
+
+    world.sweep()
+    runtime = world.services.runtime
+    best = api.retrieve_best_trials(world.experiment, runtime=runtime)  # type: ignore[arg-type]
+    assert api.filter_unbenchmarked(world.experiment, best.best, runtime) == best.best  # type: ignore[arg-type]
+    world.benchmark()
+    [job] = world.queued()
+    execute_benchmark(job, world.ctx)
+    assert api.filter_unbenchmarked(world.experiment, best.best, runtime) == []  # type: ignore[arg-type]

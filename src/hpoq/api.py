@@ -1,0 +1,87 @@
+"""The Python API: each CLI command is a thin layer over one of these functions.
+
+The notebook flow (retrieve the best trials, filter out what is benchmarked, benchmark the
+rest) is three calls::
+
+    from hpoq import api
+
+    experiment = api.load_experiment("config/experiment/smoke.yaml")
+    best = api.retrieve_best_trials(experiment)
+    todo = api.filter_unbenchmarked(experiment, best.best)
+    report = api.benchmark_trials(experiment, todo)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hpoq.config.base import RunMode
+from hpoq.config.experiment import Experiment
+from hpoq.config.loader import load_experiment
+from hpoq.config.run_mode import get_benchmark_run_mode
+from hpoq.core.benchmark_dispatch import DispatchReport, dispatch, measured_keys
+from hpoq.core.benchmark_index import candidate_for
+from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.retrieval import BestTrial, RetrievalResult
+from hpoq.core.retrieval import retrieve_best_trials as _retrieve
+from hpoq.core.runtime import Runtime
+from hpoq.producer.local_run import run_experiment
+from hpoq.producer.services import open_services
+from hpoq.producer.submit import SubmitResult, Submitter
+
+__all__ = [
+    "benchmark_trials",
+    "filter_unbenchmarked",
+    "load_experiment",
+    "retrieve_best_trials",
+    "run_experiment",
+    "submit",
+]
+
+
+def submit(experiment: Experiment, mode: str | RunMode | None = None) -> list[SubmitResult]:
+    """`hpoq submit`: allocate variants and enqueue trial jobs."""
+    services = open_services(Runtime.from_settings())
+    try:
+        return Submitter(experiment, services.runtime, services.redis, services.keys,
+                         services.celery, mlflow=services.mlflow()).submit(mode_override=mode)  # fmt: skip
+    finally:
+        services.close()
+
+
+def retrieve_best_trials(
+    experiment: Experiment, scope: str | None = None, runtime: Runtime | None = None
+) -> RetrievalResult:
+    """`hpoq retrieve`: the best trial per backbone (or per variant)."""
+    return _retrieve(experiment, runtime or Runtime.from_settings(), scope=scope)
+
+
+def filter_unbenchmarked(
+    experiment: Experiment, trials: Sequence[BestTrial], runtime: Runtime | None = None
+) -> list[BestTrial]:
+    """The trials whose benchmark key has no result yet (one MLflow query for all)."""
+    from hpoq.core.tracking import make_client
+
+    runtime = runtime or Runtime.from_settings()
+    keys = {t.trial_id: candidate_for(experiment, t).key for t in trials}
+    done = measured_keys(experiment, runtime, make_client(runtime.mlflow_uri()),
+                         list(keys.values()))  # fmt: skip
+    return [t for t in trials if keys[t.trial_id] not in done]
+
+
+def benchmark_trials(
+    experiment: Experiment, trials: Sequence[BestTrial], mode: str | RunMode | None = None
+) -> DispatchReport:
+    """Enqueue benchmark jobs for `trials` (skipping keys measured or in flight)."""
+    services = open_services(Runtime.from_settings())
+    try:
+        return dispatch(
+            experiment, services.runtime, [candidate_for(experiment, t) for t in trials],
+            mode=get_benchmark_run_mode(experiment.benchmark, experiment.hpo, override=mode),
+            leases=BenchmarkLeases(services.redis, services.keys), sender=services.celery,
+            client=services.mlflow(),
+        )  # fmt: skip
+    finally:
+        services.close()
+
+

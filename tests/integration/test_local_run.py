@@ -1,0 +1,87 @@
+"""`hpoq run` on the shipped smoke experiment (shrunk), with the real trainer and runner."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from hpoq.config.loader import load_experiment
+from hpoq.config.settings import Settings
+from hpoq.core.benchmark_index import read_cache
+from hpoq.core.runtime import Runtime
+from hpoq.core.tracking import make_client
+from hpoq.core.variants import VariantRef
+from tests.integration.cluster import cluster_env
+
+pytestmark = pytest.mark.slow
+
+
+def _shrink(config: Path) -> Path:
+    """The smoke experiment with fewer, shorter trials and a smaller dataset."""
+    hpo = yaml.safe_load((config / "hpo" / "smoke.yaml").read_text())
+    hpo["n_trials"] = 2
+    hpo["search_space"]["epochs"] = {"type": "int", "low": 1, "high": 2}
+    (config / "hpo" / "smoke.yaml").write_text(yaml.safe_dump(hpo))
+    data = yaml.safe_load((config / "data" / "synthetic_ner.yaml").read_text())
+    data["synthetic"].update(train_sentences=200, validation_sentences=40, test_sentences=40)
+    (config / "data" / "synthetic_ner.yaml").write_text(yaml.safe_dump(data))
+    bench = yaml.safe_load((config / "benchmark.yaml").read_text())
+    bench.update(batch_sizes=[1, 8], iterations=3, warmup_iterations=1)
+    (config / "benchmark.yaml").write_text(yaml.safe_dump(bench))
+    return config / "experiment" / "smoke.yaml"
+
+
+def _run(path: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
+    result = subprocess.run([sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
+                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
+    config_copy: Path, tmp_path: Path
+) -> None:
+    path = _shrink(config_copy)
+    output = tmp_path / "out"
+    env = cluster_env(output, "")
+    env.pop("HPOQ_REDIS_URL")  # the embedded default
+    first = _run(path, env)
+    assert first["new_work"] and first["trials_enqueued"] == 2
+    [best] = first["best_trials"]
+    assert best["source"] == "mlflow" and 0.0 <= best["value"] <= 1.0
+    [bench] = first["benchmarks"]
+    assert bench["status"] == "measured" and {e["batch_size"] for e in bench["entries"]} == {1, 8}
+
+    experiment = load_experiment(path)
+    runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
+    study = runtime.study_store(experiment.hpo.checkpoint).load(
+        VariantRef("tiny-bert", 1, "hpo_tiny-bert")
+    )
+    assert study is not None
+    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
+                                        optuna.trial.TrialState.PRUNED))  # fmt: skip
+    assert len(finished) == 2
+    client = make_client(runtime.mlflow_uri())
+    hpo_runs = client.search_runs(
+        [client.get_experiment_by_name(experiment.hpo_experiment_name).experiment_id]
+    )
+    assert len(hpo_runs) == 2
+    cached = read_cache(runtime.layout, bench["key"])
+    assert cached is not None and cached["result"]["runner"] == "torch"
+    study_dir = runtime.layout.study_dir("tiny-bert", "hpo_tiny-bert")
+    assert len(list(study_dir.glob("trial_*/metrics.json"))) == 2
+    assert len(list(study_dir.glob("trial_*/checkpoint"))) == 1  # save_only_best
+
+    second = _run(path, env)
+    assert not second["new_work"]
+    assert [p["action"] for p in second["plan"]] == ["reused"]
+    assert second["best_trials"] == first["best_trials"]
+    assert len(client.search_runs(
+        [client.get_experiment_by_name(experiment.benchmark_experiment_name).experiment_id]
+    )) == 1  # fmt: skip
