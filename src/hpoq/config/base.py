@@ -19,7 +19,7 @@ def check_safe_name(value: str) -> str:
         raise ValueError("must not be empty")
     if len(value) > MAX_NAME_LENGTH:
         raise ValueError(f"must be at most {MAX_NAME_LENGTH} characters")
-    # re.ASCII semantics: [a-z] never matches unicode look-alikes such as 'а' (Cyrillic).
+    # isascii() first: [a-z] must never admit a unicode look-alike such as Cyrillic U+0430.
     if not value.isascii() or not _SAFE_NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a safe name: use lower-case letters, digits, '_' and '-', "

@@ -29,7 +29,7 @@ app.command("submit")(submit_cmd.submit)
 app.command("worker")(worker_cmd.worker)
 app.command("retrieve")(retrieve_cmd.retrieve)
 app.command("benchmark")(benchmark_cmd.benchmark)
-app.command("run")(run_cmd.run)
+app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status)
 
 

@@ -75,5 +75,5 @@ def cluster_status(services: Services, experiment: Experiment | None = None) -> 
         "benchmarks_in_flight": _leases(services),
         "variants": _variants(services, experiment) if experiment is not None else [],
         "failed_jobs": failed_jobs,
-        "failed_benchmarks": sorted(failed_benchmarks),  # type: ignore[arg-type]
+        "failed_benchmarks": sorted(failed_benchmarks),
     }

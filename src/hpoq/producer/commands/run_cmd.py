@@ -11,7 +11,7 @@ from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
 from hpoq.producer.output import emit, exit_codes, stderr, stdout
 
 
-def run(
+def run_command(
     experiment_path: Annotated[Path, typer.Argument(metavar="EXPERIMENT.yaml")],
     workers: Annotated[
         int | None,

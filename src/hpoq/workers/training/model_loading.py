@@ -47,8 +47,9 @@ def load_backbone(
 ) -> LoadedModel:
     """A model with a fresh `len(labels)`-way head; `dropout` overrides the backbone's own."""
     _quiet_transformers()
+    # num_labels follows from id2label; passing both makes transformers warn about a
+    # pretrained config's old head even though id2label replaces it.
     label_maps = {
-        "num_labels": len(labels),
         "id2label": dict(enumerate(labels)),
         "label2id": {label: index for index, label in enumerate(labels)},
     }
