@@ -106,7 +106,7 @@ class GpuSampler:
 
 
 def main() -> int:
-    import torch  # noqa: TID251 - this script exists to exercise the accelerator
+    import torch
 
     args = parse_args()
     cuda = torch.cuda.is_available() and args.device != "cpu"

@@ -31,8 +31,15 @@ def write_experiment(
     (config / "experiment").mkdir(parents=True, exist_ok=True)
     hpo: dict[str, Any] = {
         "backbones": [
-            {"name": b, "architecture": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                         "intermediate_size": 64}}
+            {
+                "name": b,
+                "architecture": {
+                    "hidden_size": 32,
+                    "num_layers": 1,
+                    "num_heads": 2,
+                    "intermediate_size": 64,
+                },
+            }
             for b in backbones
         ],
         "n_trials": n_trials,
@@ -54,17 +61,24 @@ def write_experiment(
         "version": "1",
         "format": "conll",
         "local_path": str(root / "data"),
-        "splits": {"train": "train.conll", "validation": "validation.conll",
-                   "test": "test.conll"},
-        "labels": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE",
-                   "I-DATE"],
-        "synthetic": {"seed": 3, "train_sentences": 60, "validation_sentences": 20,
-                      "test_sentences": 20},
-    }  # fmt: skip
+        "splits": {"train": "train.conll", "validation": "validation.conll", "test": "test.conll"},
+        "labels": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"],
+        "synthetic": {
+            "seed": 3,
+            "train_sentences": 60,
+            "validation_sentences": 20,
+            "test_sentences": 20,
+        },
+    }
     runner = CHEAP_RUNNER if objective == CHEAP_OBJECTIVE else None
-    benchmark = {"batch_sizes": [1, 4], "warmup_iterations": 1, "iterations": 3,
-                 "max_seq_length": 32, **({"runner": runner} if runner else {}),
-                 **(benchmark_extra or {})}  # fmt: skip
+    benchmark = {
+        "batch_sizes": [1, 4],
+        "warmup_iterations": 1,
+        "iterations": 3,
+        "max_seq_length": 32,
+        **({"runner": runner} if runner else {}),
+        **(benchmark_extra or {}),
+    }
     files = {
         "hpo.yaml": hpo,
         "data.yaml": data,

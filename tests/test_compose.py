@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,11 @@ def _variables(text: str) -> set[str]:
 
 
 def test_every_variable_used_is_in_env_example() -> None:
-    declared = {line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines()
-                if line and not line.startswith("#")}  # fmt: skip
+    declared = {
+        line.split("=", 1)[0]
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     assert _variables(COMPOSE.read_text()) <= declared
     assert _variables(COMPOSE.read_text()), "the scan found no variables at all"
 

@@ -43,8 +43,14 @@ def submit(experiment: Experiment, mode: str | RunMode | None = None) -> list[Su
     """`hpoq submit`: allocate variants and enqueue trial jobs."""
     services = open_services(Runtime.from_settings())
     try:
-        return Submitter(experiment, services.runtime, services.redis, services.keys,
-                         services.celery, mlflow=services.mlflow()).submit(mode_override=mode)  # fmt: skip
+        return Submitter(
+            experiment,
+            services.runtime,
+            services.redis,
+            services.keys,
+            services.celery,
+            mlflow=services.mlflow(),
+        ).submit(mode_override=mode)
     finally:
         services.close()
 
@@ -64,8 +70,9 @@ def filter_unbenchmarked(
 
     runtime = runtime or Runtime.from_settings()
     keys = {t.trial_id: candidate_for(experiment, t).key for t in trials}
-    done = measured_keys(experiment, runtime, make_client(runtime.mlflow_uri()),
-                         list(keys.values()))  # fmt: skip
+    done = measured_keys(
+        experiment, runtime, make_client(runtime.mlflow_uri()), list(keys.values())
+    )
     return [t for t in trials if keys[t.trial_id] not in done]
 
 
@@ -76,12 +83,13 @@ def benchmark_trials(
     services = open_services(Runtime.from_settings())
     try:
         return dispatch(
-            experiment, services.runtime, [candidate_for(experiment, t) for t in trials],
+            experiment,
+            services.runtime,
+            [candidate_for(experiment, t) for t in trials],
             mode=get_benchmark_run_mode(experiment.benchmark, experiment.hpo, override=mode),
-            leases=BenchmarkLeases(services.redis, services.keys), sender=services.celery,
+            leases=BenchmarkLeases(services.redis, services.keys),
+            sender=services.celery,
             client=services.mlflow(),
-        )  # fmt: skip
+        )
     finally:
         services.close()
-
-

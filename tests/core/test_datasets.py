@@ -26,14 +26,26 @@ def make_data(
             "name": "synthetic-ner",
             "version": "1",
             "format": fmt,
-            "splits": {"train": f"train.{ext}", "validation": f"dev/validation.{ext}",
-                       "test": f"test.{ext}"},
+            "splits": {
+                "train": f"train.{ext}",
+                "validation": f"dev/validation.{ext}",
+                "test": f"test.{ext}",
+            },
             "labels": LABELS,
-            "synthetic": ({"seed": 5, "train_sentences": 40, "validation_sentences": 12,
-                           "test_sentences": 10, **spec} if synthetic else None),
+            "synthetic": (
+                {
+                    "seed": 5,
+                    "train_sentences": 40,
+                    "validation_sentences": 12,
+                    "test_sentences": 10,
+                    **spec,
+                }
+                if synthetic
+                else None
+            ),
             "local_path": str(data_dir),
         }
-    )  # fmt: skip
+    )
 
 
 def test_conll_reader_takes_first_and_last_column_and_skips_docstart(tmp_path: Path) -> None:

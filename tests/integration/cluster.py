@@ -34,10 +34,21 @@ class Worker:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "hpoq.producer", "worker", "--queues", queues,
-             "--loglevel", "INFO"],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "hpoq.producer",
+                "worker",
+                "--queues",
+                queues,
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def kill(self) -> None:
         """SIGKILL the whole worker: main process and its pool children."""
@@ -59,8 +70,9 @@ class Worker:
 
 
 @contextmanager
-def workers(env: dict[str, str], tmp: Path, count: int, queues: str = "hpo,benchmark"
-            ) -> Iterator[list[Worker]]:  # fmt: skip
+def workers(
+    env: dict[str, str], tmp: Path, count: int, queues: str = "hpo,benchmark"
+) -> Iterator[list[Worker]]:
     started = [Worker(env, tmp / f"worker{i}.log", queues) for i in range(count)]
     try:
         yield started

@@ -31,9 +31,13 @@ def _bench_runs(runtime: Runtime, name: str) -> list:  # type: ignore[type-arg]
 
 
 def _cli(path: Path, env: dict[str, str], *args: str) -> dict:  # type: ignore[type-arg]
-    result = subprocess.run([sys.executable, "-m", "hpoq.producer", "benchmark", str(path),
-                             *args, "--json"], env=env, capture_output=True, text=True,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "hpoq.producer", "benchmark", str(path), *args, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -49,10 +53,15 @@ def test_a_finished_sweep_benchmarks_itself_and_a_second_run_does_nothing(
     env = cluster_env(output, redis_url)
     with workers(env, tmp_path, 2) as pool:
         runs = wait_for(
-            lambda: [r for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
-                     if r.info.status == "FINISHED"],
-            180, "the event-driven benchmark", pool,
-        )  # fmt: skip
+            lambda: [
+                r
+                for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
+                if r.info.status == "FINISHED"
+            ],
+            180,
+            "the event-driven benchmark",
+            pool,
+        )
         again = _cli(path, env)
         assert again["enqueued"] == [] and len(again["skipped_done"]) == 1
         time.sleep(2)
@@ -76,8 +85,10 @@ def test_ten_concurrent_producers_enqueue_each_key_once(
     for key in real_redis.scan_iter("hpoq:*:bench-lease:*"):
         real_redis.delete(key)
     cmd = [sys.executable, "-m", "hpoq.producer", "benchmark", str(path), "--json"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(10)]  # fmt: skip
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(10)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e.decode()[-1500:] for _, e in outs]
     reports = [json.loads(o) for o, _ in outs]
@@ -95,12 +106,21 @@ def test_a_worker_killed_mid_benchmark_frees_the_key_for_exactly_one_later_measu
     experiment = make_experiment(tmp_path, n_trials=2)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
     Submitter(experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)).submit()
-    env = cluster_env(output, redis_url, HPOQ_CHEAP_BENCH_SLEEP="30", HPOQ_LEASE_SECONDS="3",
-                      HPOQ_VISIBILITY_TIMEOUT="3600")  # fmt: skip
+    env = cluster_env(
+        output,
+        redis_url,
+        HPOQ_CHEAP_BENCH_SLEEP="30",
+        HPOQ_LEASE_SECONDS="3",
+        HPOQ_VISIBILITY_TIMEOUT="3600",
+    )
     (tmp_path / "a").mkdir()
     with workers(env, tmp_path / "a", 1) as [victim]:
-        wait_for(lambda: "Task hpoq.run_benchmark[" in victim.log(), 180,
-                 "a benchmark in progress", [victim])  # fmt: skip
+        wait_for(
+            lambda: "Task hpoq.run_benchmark[" in victim.log(),
+            180,
+            "a benchmark in progress",
+            [victim],
+        )
         time.sleep(2)
         victim.kill()
     blocked = _cli(path, cluster_env(output, redis_url))
@@ -111,9 +131,20 @@ def test_a_worker_killed_mid_benchmark_frees_the_key_for_exactly_one_later_measu
     assert len(report["enqueued"]) == 1
     (tmp_path / "b").mkdir()
     with workers(fast, tmp_path / "b", 1) as pool:
-        wait_for(lambda: [r for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
-                          if r.info.status == "FINISHED"], 120, "the re-run benchmark", pool)
+        wait_for(
+            lambda: [
+                r
+                for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
+                if r.info.status == "FINISHED"
+            ],
+            120,
+            "the re-run benchmark",
+            pool,
+        )
         assert _cli(path, fast)["enqueued"] == []
-    finished = [r for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
-                if r.info.status == "FINISHED"]  # fmt: skip
+    finished = [
+        r
+        for r in _bench_runs(runtime, experiment.benchmark_experiment_name)
+        if r.info.status == "FINISHED"
+    ]
     assert len(finished) == 1 and finished[0].data.tags["hpoq.fencing_token"] == "2"

@@ -45,15 +45,25 @@ def test_two_workers_run_exactly_n_trials_even_with_a_duplicate_delivery(
     submitter = Submitter(experiment, runtime, real_redis, redis_keys(runtime), celery)
     [result] = submitter.submit()
     # The same job delivered twice (as Redis does after a visibility timeout).
-    duplicate = TrialJob(job_id=result.job_ids[0], experiment=experiment,
-                         data_dir=str(tmp_path / "data"), backbone="tiny",
-                         study_name=result.study_name, variant=1)  # fmt: skip
-    celery.send_task(TASK_RUN_TRIAL, args=[duplicate.to_payload()], queue=QUEUE_HPO,
-                     task_id=duplicate.job_id)  # fmt: skip
+    duplicate = TrialJob(
+        job_id=result.job_ids[0],
+        experiment=experiment,
+        data_dir=str(tmp_path / "data"),
+        backbone="tiny",
+        study_name=result.study_name,
+        variant=1,
+    )
+    celery.send_task(
+        TASK_RUN_TRIAL, args=[duplicate.to_payload()], queue=QUEUE_HPO, task_id=duplicate.job_id
+    )
     env = cluster_env(output, redis_url)
     with workers(env, tmp_path, 2) as pool:
-        wait_for(lambda: len(_trials(runtime, experiment, State.COMPLETE)) >= 10, 180,
-                 "10 complete trials", pool)  # fmt: skip
+        wait_for(
+            lambda: len(_trials(runtime, experiment, State.COMPLETE)) >= 10,
+            180,
+            "10 complete trials",
+            pool,
+        )
         wait_for(lambda: real_redis.llen("hpo") == 0, 60, "an empty hpo queue", pool)
         time.sleep(2)  # let the duplicate's delivery finish
     assert len(_trials(runtime, experiment, State.COMPLETE)) == 10
@@ -72,23 +82,34 @@ def test_a_sigkilled_worker_trial_fails_and_the_variant_still_completes(
     output = tmp_path / "out"
     experiment = make_experiment(tmp_path, n_trials=4)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
-    submitter = Submitter(experiment, runtime, real_redis, redis_keys(runtime),
-                          create_app(redis_url))  # fmt: skip
+    submitter = Submitter(
+        experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
+    )
     submitter.submit()
-    env = cluster_env(output, redis_url, HPOQ_CHEAP_OBJECTIVE_SLEEP="1", HPOQ_LEASE_SECONDS="3",
-                      HPOQ_VISIBILITY_TIMEOUT="10")  # fmt: skip
+    env = cluster_env(
+        output,
+        redis_url,
+        HPOQ_CHEAP_OBJECTIVE_SLEEP="1",
+        HPOQ_LEASE_SECONDS="3",
+        HPOQ_VISIBILITY_TIMEOUT="10",
+    )
     with workers(env, tmp_path / "first", 0) as _:
         pass
     (tmp_path / "first").mkdir()
     with workers(env, tmp_path / "first", 1) as [victim]:
-        running = wait_for(lambda: _trials(runtime, experiment, State.RUNNING), 120,
-                           "a running trial", [victim])  # fmt: skip
+        running = wait_for(
+            lambda: _trials(runtime, experiment, State.RUNNING), 120, "a running trial", [victim]
+        )
         victim.kill()
     killed_number = running[0].number
     (tmp_path / "second").mkdir()
     with workers(env, tmp_path / "second", 1) as pool:
-        wait_for(lambda: len(_trials(runtime, experiment, State.COMPLETE)) >= 4, 240,
-                 "4 complete trials after the kill", pool)  # fmt: skip
+        wait_for(
+            lambda: len(_trials(runtime, experiment, State.COMPLETE)) >= 4,
+            240,
+            "4 complete trials after the kill",
+            pool,
+        )
         time.sleep(12)  # past the visibility timeout: the killed job's message comes back
         assert len(_trials(runtime, experiment, State.COMPLETE)) == 4
     failed = _trials(runtime, experiment, State.FAIL)

@@ -27,7 +27,7 @@ def _get(url: str, auth: str | None) -> tuple[int, str]:
     if auth:
         request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, ""
@@ -43,20 +43,39 @@ def test_a_submitted_job_appears_in_flower(
     port = free_port()
     flower_log = (tmp_path / "flower.log").open("wb")
     flower = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "hpoq.workers.worker_app", "flower",
-         "--address=127.0.0.1", f"--port={port}", "--persistent=False", "--max_tasks=10000"],
-        env=env, stdout=flower_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "hpoq.workers.worker_app",
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={port}",
+            "--persistent=False",
+            "--max_tasks=10000",
+        ],
+        env=env,
+        stdout=flower_log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         with workers(env, tmp_path, 1) as pool:
-            wait_for(lambda: _get(f"{base}/api/workers", "admin:s3cret")[0] == 200, 60,
-                     "Flower to answer", pool)  # fmt: skip
+            wait_for(
+                lambda: _get(f"{base}/api/workers", "admin:s3cret")[0] == 200,
+                60,
+                "Flower to answer",
+                pool,
+            )
             path = write_experiment(tmp_path, n_trials=1)
             submitted = subprocess.run(
                 [sys.executable, "-m", "hpoq.producer", "submit", str(path), "--json"],
-                env=env, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert submitted.returncode == 0, submitted.stderr
             [job_id] = json.loads(submitted.stdout)["submitted"][0]["job_ids"]
 

@@ -38,8 +38,13 @@ def _shrink(config: Path) -> Path:
 
 
 def _run(path: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
-    result = subprocess.run([sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
-                            env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
@@ -64,8 +69,9 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
         VariantRef("tiny-bert", 1, "hpo_tiny-bert")
     )
     assert study is not None
-    finished = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,
-                                        optuna.trial.TrialState.PRUNED))  # fmt: skip
+    finished = study.get_trials(
+        states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
     assert len(finished) == 2
     client = make_client(runtime.mlflow_uri())
     hpo_runs = client.search_runs(
@@ -82,6 +88,11 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
     assert not second["new_work"]
     assert [p["action"] for p in second["plan"]] == ["reused"]
     assert second["best_trials"] == first["best_trials"]
-    assert len(client.search_runs(
-        [client.get_experiment_by_name(experiment.benchmark_experiment_name).experiment_id]
-    )) == 1  # fmt: skip
+    assert (
+        len(
+            client.search_runs(
+                [client.get_experiment_by_name(experiment.benchmark_experiment_name).experiment_id]
+            )
+        )
+        == 1
+    )

@@ -98,8 +98,9 @@ def test_concurrent_force_new_in_threads_gets_distinct_variants(
 
 def _cli_env(tmp_path: Path, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPOQ_", "MLFLOW_"))}
-    env.update(HPOQ_REDIS_URL=redis_url, HPOQ_OUTPUT_DIR=str(tmp_path / "out"),
-               HPOQ_PLATFORM="local")  # fmt: skip
+    env.update(
+        HPOQ_REDIS_URL=redis_url, HPOQ_OUTPUT_DIR=str(tmp_path / "out"), HPOQ_PLATFORM="local"
+    )
     return env
 
 
@@ -108,10 +109,20 @@ def test_eight_concurrent_cli_producers_get_eight_variants(
 ) -> None:
     path = write_experiment(tmp_path, n_trials=1)
     env = _cli_env(tmp_path, redis_url)
-    cmd = [sys.executable, "-m", "hpoq.producer", "submit", str(path), "--run-mode", "force_new",
-           "--json"]  # fmt: skip
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(8)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpoq.producer",
+        "submit",
+        str(path),
+        "--run-mode",
+        "force_new",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(8)
+    ]
     outputs = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e.decode()[-2000:] for _, e in outputs]
     names = sorted(json.loads(out)["submitted"][0]["study_name"] for out, _ in outputs)
@@ -129,14 +140,21 @@ def test_eight_concurrent_cli_producers_get_eight_variants(
     ],
 )
 def test_bad_arguments_exit_2_and_leave_nothing(
-    tmp_path: Path, redis_url: str, real_redis: redis.Redis, args: list[str], code: int,
+    tmp_path: Path,
+    redis_url: str,
+    real_redis: redis.Redis,
+    args: list[str],
+    code: int,
     message: str,
 ) -> None:
     path = write_experiment(tmp_path)
     result = subprocess.run(
         [sys.executable, "-m", "hpoq.producer", "submit", str(path), *args],
-        env=_cli_env(tmp_path, redis_url), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=_cli_env(tmp_path, redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == code
     assert message in result.stderr
     assert not (tmp_path / "out").exists()
@@ -148,8 +166,11 @@ def test_invalid_config_exits_2(tmp_path: Path, redis_url: str) -> None:
     (tmp_path / "config" / "hpo.yaml").write_text("n_trials: -1\n")
     result = subprocess.run(
         [sys.executable, "-m", "hpoq.producer", "submit", str(path)],
-        env=_cli_env(tmp_path, redis_url), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=_cli_env(tmp_path, redis_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "hpo.yaml" in result.stderr and "n_trials" in result.stderr
 
@@ -159,8 +180,11 @@ def test_unreachable_redis_exits_1_without_a_password_or_a_study(tmp_path: Path)
     env = _cli_env(tmp_path, "redis://:hunter2@127.0.0.1:1/0")
     result = subprocess.run(
         [sys.executable, "-m", "hpoq.producer", "submit", str(path)],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "unreachable" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout

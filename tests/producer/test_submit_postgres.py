@@ -28,13 +28,28 @@ def test_concurrent_force_new_on_postgres_yields_distinct_variants(
     # Create the schema once, as a deployment's first command does.
     first = subprocess.run(
         [sys.executable, "-m", "hpoq.producer", "submit", str(path), "--backbone", "bert"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert first.returncode == 0, first.stderr
-    cmd = [sys.executable, "-m", "hpoq.producer", "submit", str(path), "--run-mode", "force_new",
-           "--backbone", "bert", "--json"]  # fmt: skip
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for _ in range(6)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "hpoq.producer",
+        "submit",
+        str(path),
+        "--run-mode",
+        "force_new",
+        "--backbone",
+        "bert",
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [e.decode()[-1500:] for _, e in outs]
     names = sorted(json.loads(o)["submitted"][0]["study_name"] for o, _ in outs)

@@ -13,9 +13,17 @@ from hpoq.core.objective import TrialContext
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"]
 TINY = BackboneConfig.model_validate(
-    {"name": "tiny", "architecture": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,
-                                      "intermediate_size": 64, "max_position_embeddings": 64}}
-)  # fmt: skip
+    {
+        "name": "tiny",
+        "architecture": {
+            "hidden_size": 32,
+            "num_layers": 1,
+            "num_heads": 2,
+            "intermediate_size": 64,
+            "max_position_embeddings": 64,
+        },
+    }
+)
 
 
 def synthetic_data(
@@ -26,14 +34,21 @@ def synthetic_data(
             "name": "synthetic-ner",
             "version": "1",
             "format": "conll",
-            "splits": {"train": "train.conll", "validation": "validation.conll",
-                       "test": "test.conll"},
+            "splits": {
+                "train": "train.conll",
+                "validation": "validation.conll",
+                "test": "test.conll",
+            },
             "labels": LABELS,
-            "synthetic": {"seed": 13, "train_sentences": train, "validation_sentences": validation,
-                          "test_sentences": test},
+            "synthetic": {
+                "seed": 13,
+                "train_sentences": train,
+                "validation_sentences": validation,
+                "test_sentences": test,
+            },
             "local_path": str(data_dir),
         }
-    )  # fmt: skip
+    )
 
 
 def hpo_config(

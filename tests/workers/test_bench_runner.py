@@ -23,9 +23,12 @@ from hpoq.workers.training.trainer import prepare
 from tests.workers.ner_fixtures import TINY, synthetic_data
 
 BENCH = BenchmarkConfig(
-    batch_sizes=[1, 4], warmup_iterations=1, iterations=6, max_seq_length=32,
+    batch_sizes=[1, 4],
+    warmup_iterations=1,
+    iterations=6,
+    max_seq_length=32,
     precisions=["fp32", "bf16"],
-)  # fmt: skip
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +39,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DataConf
     root = tmp_path_factory.mktemp("bench")
     data = synthetic_data(root / "data", train=40, validation=10, test=12)
     ensure_dataset(data, root / "data")
-    run = prepare(TINY, data, root / "data", TrainerConfig(max_seq_length=48), HyperParams(),
-                  "cpu")  # fmt: skip
+    run = prepare(TINY, data, root / "data", TrainerConfig(max_seq_length=48), HyperParams(), "cpu")
     target = root / "trial_0" / "checkpoint"
     target.mkdir(parents=True)
     write_model_files(target, run.model, run.tokenizer, run.labels, {"trial_number": 0})
@@ -48,8 +50,11 @@ def test_latency_percentiles_and_throughput(checkpoint: tuple[Path, DataConfig, 
     path, data, data_dir = checkpoint
     result = run_inference_benchmark(path, data, data_dir, BENCH, device="cpu")
     assert [(e.precision.value, e.batch_size) for e in result.entries] == [
-        ("fp32", 1), ("fp32", 4), ("bf16", 1), ("bf16", 4)
-    ]  # fmt: skip
+        ("fp32", 1),
+        ("fp32", 4),
+        ("bf16", 1),
+        ("bf16", 4),
+    ]
     for entry in result.entries:
         assert entry.status == "ok"
         assert entry.iterations == BENCH.iterations

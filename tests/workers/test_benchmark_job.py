@@ -33,15 +33,23 @@ class World:
 
     def sweep(self, mode: str | None = None) -> None:
         """Submit and run every trial job in this process."""
-        submitter = Submitter(self.experiment, self.services.runtime, self.redis,  # type: ignore[arg-type]
-                              self.services.keys, self.services.celery)  # fmt: skip
+        submitter = Submitter(
+            self.experiment,
+            self.services.runtime,
+            self.redis,  # type: ignore[arg-type]
+            self.services.keys,
+            self.services.celery,
+        )
         submitter.submit(mode_override=mode)
         for _, payload in drain(self.redis, "hpo"):
             execute_trial(parse_job(payload, TrialJob), self.ctx)
 
     def benchmark(self, mode: str | None = None):  # type: ignore[no-untyped-def]
-        report, missing, _ = benchmark_experiment(self.experiment, self.services,  # type: ignore[arg-type]
-                                                  mode_override=mode)  # fmt: skip
+        report, _, _ = benchmark_experiment(
+            self.experiment,
+            self.services,  # type: ignore[arg-type]
+            mode_override=mode,
+        )
         return report
 
     def queued(self) -> list[BenchmarkJob]:
@@ -52,18 +60,23 @@ class World:
         if exp is None:
             return []
         runs = self.ctx.mlflow.search_runs([exp.experiment_id], max_results=1000)
-        return [r for r in runs if r.data.tags.get("benchmark_key") == key
-                and r.info.status == "FINISHED"]  # fmt: skip
+        return [
+            r
+            for r in runs
+            if r.data.tags.get("benchmark_key") == key and r.info.status == "FINISHED"
+        ]
 
 
 @pytest.fixture
-def world(tmp_path: Path, real_redis: redis.Redis, redis_url: str,
-          monkeypatch: pytest.MonkeyPatch) -> World:  # fmt: skip
+def world(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> World:
     monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2")
     experiment = make_experiment(tmp_path, n_trials=2)
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
-    services = Services(runtime, redis_url, real_redis, redis_keys(runtime),
-                        create_app(redis_url), None)  # fmt: skip
+    services = Services(
+        runtime, redis_url, real_redis, redis_keys(runtime), create_app(redis_url), None
+    )
     return World(experiment, services, WorkerContext.create(redis_url, runtime), real_redis)
 
 
@@ -129,8 +142,9 @@ def test_best_per_variant_covers_every_variant_and_latest_only_the_latest(
     for job in world.queued():
         execute_benchmark(job, world.ctx)
     world.sweep("force_new")  # variant 3
-    latest = make_experiment(tmp_path, n_trials=2,
-                             benchmark_extra={"benchmark_strategy": "latest_only"})  # fmt: skip
+    latest = make_experiment(
+        tmp_path, n_trials=2, benchmark_extra={"benchmark_strategy": "latest_only"}
+    )
     world.experiment = latest
     report = world.benchmark()
     assert [e["study_name"] for e in report.enqueued] == ["hpo_tiny_v3"]
@@ -171,14 +185,21 @@ def test_a_worker_on_another_host_downloads_the_checkpoint(
 ) -> None:
     """Hosts share only Redis, MLflow and the Optuna storage: a benchmark worker whose output
     directory never saw the trial gets the checkpoint from the MLflow artifact store."""
-    shared = {"optuna_storage": f"sqlite:///{tmp_path}/optuna.db",
-              "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}  # fmt: skip
+    shared = {
+        "optuna_storage": f"sqlite:///{tmp_path}/optuna.db",
+        "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
+    }
     host_a = Runtime.from_settings(Settings(output_dir=tmp_path / "a", platform="local", **shared))
     host_b = Runtime.from_settings(Settings(output_dir=tmp_path / "b", platform="local", **shared))
-    services = Services(host_a, redis_url, real_redis, redis_keys(host_a), create_app(redis_url),
-                        None)  # fmt: skip
-    world = World(make_experiment(tmp_path, n_trials=2), services,
-                  WorkerContext.create(redis_url, host_a), real_redis)  # fmt: skip
+    services = Services(
+        host_a, redis_url, real_redis, redis_keys(host_a), create_app(redis_url), None
+    )
+    world = World(
+        make_experiment(tmp_path, n_trials=2),
+        services,
+        WorkerContext.create(redis_url, host_a),
+        real_redis,
+    )
     world.sweep()
     world.benchmark()
     [job] = world.queued()

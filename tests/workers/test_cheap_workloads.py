@@ -30,8 +30,9 @@ SPACE = {
     "batch_size": {"type": "categorical", "choices": [8, 16, 32]},
     "epochs": {"type": "int", "low": 1, "high": 5},
 }
-BENCH = BenchmarkConfig(batch_sizes=[1, 8], warmup_iterations=0, iterations=5,
-                        precisions=["fp32", "bf16"])  # fmt: skip
+BENCH = BenchmarkConfig(
+    batch_sizes=[1, 8], warmup_iterations=0, iterations=5, precisions=["fp32", "bf16"]
+)
 
 
 def hpo() -> HpoConfig:

@@ -156,8 +156,14 @@ def test_local_model_directory_is_loaded_with_a_new_head(
     # A "pretrained" model on disk with a 3-label head; the trainer needs 9 labels.
     model_dir = tmp_path / "my-bert"
     tokenizer = build_word_tokenizer([s.tokens for s in read_split(config, data_dir, "train")], 48)
-    small = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
-                       num_attention_heads=2, intermediate_size=64, num_labels=3)  # fmt: skip
+    small = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=3,
+    )
     BertForTokenClassification(small).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     backbone = BackboneConfig(name="local-bert", model=str(model_dir))

@@ -27,14 +27,22 @@ def setup(tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: 
     monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2")
     experiment = make_experiment(tmp_path, n_trials=3)
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
-    submitter = Submitter(experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url))
+    submitter = Submitter(
+        experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
+    )
     [result] = submitter.submit()
     ctx = WorkerContext.create(redis_url, runtime)
     jobs = [
-        TrialJob(job_id=j, experiment=experiment, data_dir=str(tmp_path / "data"),
-                 backbone="tiny", study_name=result.study_name, variant=result.variant)
+        TrialJob(
+            job_id=j,
+            experiment=experiment,
+            data_dir=str(tmp_path / "data"),
+            backbone="tiny",
+            study_name=result.study_name,
+            variant=result.variant,
+        )
         for j in result.job_ids
-    ]  # fmt: skip
+    ]
     return experiment, runtime, ctx, jobs
 
 
@@ -97,7 +105,7 @@ def test_a_job_whose_claim_is_live_elsewhere_is_deferred(setup) -> None:  # type
 
 
 def test_a_failing_objective_is_a_fail_trial_and_frees_its_slot(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    experiment, runtime, ctx, jobs = setup
+    _, _, ctx, jobs = setup
     import hpoq.workers.objectives.cheap as cheap
 
     def boom(*args: object) -> float:

@@ -32,7 +32,8 @@ class BenchmarkConfig(StrictModel):
     # `module:function` with run_inference_benchmark's signature; the cheap runner serves
     # orchestration tests whose objective leaves no real model behind.
     runner: str = Field(
-        "hpoq.workers.bench.runner:run_inference_benchmark", pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+        "hpoq.workers.bench.runner:run_inference_benchmark",
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
     )
 
     @field_validator("batch_sizes")

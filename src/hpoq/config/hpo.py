@@ -218,8 +218,7 @@ class HpoConfig(StrictModel):
     def _study_names(self) -> HpoConfig:
         """Each backbone's study name is safe, and none reads as a variant of another's."""
         names = {
-            b.name: self.checkpoint.study_name.replace("{backbone}", b.name)
-            for b in self.backbones
+            b.name: self.checkpoint.study_name.replace("{backbone}", b.name) for b in self.backbones
         }
         for backbone, study in names.items():
             try:

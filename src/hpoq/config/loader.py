@@ -1,4 +1,5 @@
-"""YAML loading with one readable error per bad file: the file, the field path, what was expected."""
+"""YAML loading with one readable error per bad file: the file, the field path and what
+was expected."""
 
 from __future__ import annotations
 

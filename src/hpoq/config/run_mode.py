@@ -33,7 +33,9 @@ def parse_run_mode(value: str | RunMode, field: str = "run.mode") -> RunMode:
         return RunMode(value)
     except ValueError:
         allowed = ", ".join(m.value for m in RunMode)
-        raise InputError(f"{field}: {value!r} is not a run mode (expected one of {allowed})") from None
+        raise InputError(
+            f"{field}: {value!r} is not a run mode (expected one of {allowed})"
+        ) from None
 
 
 def _configured_mode(config: Mapping[str, Any] | BaseModel | None) -> RunMode | None:

@@ -39,8 +39,11 @@ class DispatchReport:
     skipped_in_flight: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"enqueued": self.enqueued, "skipped_done": self.skipped_done,
-                "skipped_in_flight": self.skipped_in_flight}  # fmt: skip
+        return {
+            "enqueued": self.enqueued,
+            "skipped_done": self.skipped_done,
+            "skipped_in_flight": self.skipped_in_flight,
+        }
 
     @property
     def job_ids(self) -> list[str]:
@@ -69,8 +72,9 @@ def dispatch(
 ) -> DispatchReport:
     report = DispatchReport()
     force = mode is RunMode.FORCE_NEW
-    done = set() if force else measured_keys(experiment, runtime, client,
-                                             [c.key for c in candidates])  # fmt: skip
+    done = (
+        set() if force else measured_keys(experiment, runtime, client, [c.key for c in candidates])
+    )
     for candidate in candidates:
         item = candidate.to_json()
         if candidate.key in done:
@@ -81,17 +85,27 @@ def dispatch(
             report.skipped_in_flight.append(item)
             continue
         job = BenchmarkJob(
-            job_id=job_id, experiment=experiment, data_dir=str(experiment.data_dir()),
-            backbone=candidate.backbone, study_name=candidate.study_name,
-            variant=candidate.variant, trial_number=candidate.trial_number,
-            trial_id=candidate.trial_id, run_id=candidate.run_id,
-            benchmark_key=candidate.key, fence=leases.next_fence(candidate.key), force=force,
-        )  # fmt: skip
+            job_id=job_id,
+            experiment=experiment,
+            data_dir=str(experiment.data_dir()),
+            backbone=candidate.backbone,
+            study_name=candidate.study_name,
+            variant=candidate.variant,
+            trial_number=candidate.trial_number,
+            trial_id=candidate.trial_id,
+            run_id=candidate.run_id,
+            benchmark_key=candidate.key,
+            fence=leases.next_fence(candidate.key),
+            force=force,
+        )
         try:
-            sender.send_task(TASK_RUN_BENCHMARK, args=[job.to_payload()], queue=QUEUE_BENCHMARK,
-                             task_id=job_id)  # fmt: skip
+            sender.send_task(
+                TASK_RUN_BENCHMARK, args=[job.to_payload()], queue=QUEUE_BENCHMARK, task_id=job_id
+            )
         except Exception as exc:
             leases.release(candidate.key, job_id)
-            raise ServiceError(f"could not enqueue the benchmark of {candidate.key}: {exc}") from None
+            raise ServiceError(
+                f"could not enqueue the benchmark of {candidate.key}: {exc}"
+            ) from None
         report.enqueued.append({**item, "job_id": job_id})
     return report

@@ -43,8 +43,13 @@ class Candidate(BaseModel):
     key: str
 
     def to_json(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "variant": self.variant, "study_name": self.study_name,
-                "trial": self.trial_number, "key": self.key}  # fmt: skip
+        return {
+            "backbone": self.backbone,
+            "variant": self.variant,
+            "study_name": self.study_name,
+            "trial": self.trial_number,
+            "key": self.key,
+        }
 
 
 def key_suffix(experiment: Experiment) -> str:
@@ -53,13 +58,22 @@ def key_suffix(experiment: Experiment) -> str:
 
 def candidate_for(experiment: Experiment, best: BestTrial) -> Candidate:
     key = build_benchmark_key(
-        backbone=best.backbone, variant=best.study_name, run_id=best.run_id,
-        trial_id=best.trial_id, data=experiment.data, benchmark=experiment.benchmark,
-    )  # fmt: skip
+        backbone=best.backbone,
+        variant=best.study_name,
+        run_id=best.run_id,
+        trial_id=best.trial_id,
+        data=experiment.data,
+        benchmark=experiment.benchmark,
+    )
     return Candidate(
-        backbone=best.backbone, study_name=best.study_name, variant=best.variant,
-        trial_number=best.trial_number, trial_id=best.trial_id, run_id=best.run_id, key=key,
-    )  # fmt: skip
+        backbone=best.backbone,
+        study_name=best.study_name,
+        variant=best.variant,
+        trial_number=best.trial_number,
+        trial_id=best.trial_id,
+        run_id=best.run_id,
+        key=key,
+    )
 
 
 def select_candidates(
@@ -80,8 +94,9 @@ def select_candidates(
         bench.benchmark_strategy is BenchmarkStrategy.LATEST_ONLY or bench.benchmark_all_variants
     )
     scope = SelectionScope.PER_VARIANT if per_variant else SelectionScope.OVERALL
-    result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbones,
-                                  client=client)  # fmt: skip
+    result = retrieve_best_trials(
+        experiment, runtime, scope=scope, backbones=backbones, client=client
+    )
     best = result.best
     if bench.benchmark_strategy is BenchmarkStrategy.LATEST_ONLY:
         latest: dict[str, BestTrial] = {}
@@ -92,9 +107,7 @@ def select_candidates(
     return [candidate_for(experiment, b) for b in best], result.missing, result.warnings
 
 
-def finished_keys(
-    client: MlflowClient, experiment_name: str, suffix: str
-) -> dict[str, str]:
+def finished_keys(client: MlflowClient, experiment_name: str, suffix: str) -> dict[str, str]:
     """Measured keys ending in `suffix` -> the run id of a FINISHED run (one paged query)."""
     from hpoq.core.mlflow_queries import query_runs_by_tags, quote_filter_value
 

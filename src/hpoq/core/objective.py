@@ -51,9 +51,7 @@ class TrialContext:
 Objective = Callable[..., float]
 
 
-def suggest_params(
-    trial: optuna.Trial, search_space: Mapping[str, SearchParam]
-) -> dict[str, Any]:
+def suggest_params(trial: optuna.Trial, search_space: Mapping[str, SearchParam]) -> dict[str, Any]:
     """Sample every parameter of the search space, in the config's order."""
     params: dict[str, Any] = {}
     for name, spec in search_space.items():
@@ -64,7 +62,9 @@ def suggest_params(
         elif isinstance(spec, LogParam):
             params[name] = trial.suggest_float(name, spec.low, spec.high, log=True)
         elif isinstance(spec, IntParam):
-            params[name] = trial.suggest_int(name, spec.low, spec.high, log=spec.log, step=spec.step)
+            params[name] = trial.suggest_int(
+                name, spec.low, spec.high, log=spec.log, step=spec.step
+            )
         elif isinstance(spec, CategoricalParam):
             params[name] = trial.suggest_categorical(name, spec.choices)
         else:  # pragma: no cover - the schema admits no other kind
@@ -85,5 +85,11 @@ def load_objective(path: str) -> Objective:
     return function  # type: ignore[no-any-return]
 
 
-__all__ = ["BackboneConfig", "DataConfig", "Objective", "TrialContext", "load_objective",
-           "suggest_params"]
+__all__ = [
+    "BackboneConfig",
+    "DataConfig",
+    "Objective",
+    "TrialContext",
+    "load_objective",
+    "suggest_params",
+]

@@ -19,9 +19,7 @@ _MARKERS: tuple[tuple[str, str], ...] = (
 )
 
 
-def detect_platform(
-    environ: Mapping[str, str] | None = None, override: str | None = None
-) -> str:
+def detect_platform(environ: Mapping[str, str] | None = None, override: str | None = None) -> str:
     """`override` (HPOQ_PLATFORM) when given, else the first platform whose marker is set."""
     env = os.environ if environ is None else environ
     chosen = override or env.get("HPOQ_PLATFORM")

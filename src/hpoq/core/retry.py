@@ -34,7 +34,8 @@ def retry_call(
             if attempt == attempts - 1:
                 raise
             delay = backoff_delay(attempt, base_s, cap_s)
-            log.warning("%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt + 1,
-                        attempts - 1, delay)  # fmt: skip
+            log.warning(
+                "%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt + 1, attempts - 1, delay
+            )
             time.sleep(delay)
     raise AssertionError("unreachable")

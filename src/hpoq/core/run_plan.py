@@ -1,9 +1,10 @@
 """What a submission does to a backbone's latest variant: the run-mode table.
 
-| mode                 | no variant yet   | latest incomplete                           | latest complete |
-| reuse_if_exists      | create variant 1 | continue if checkpoint.auto_resume, else use | use it as is    |
-| resume_if_incomplete | create variant 1 | continue it                                 | use it as is    |
-| force_new            | create variant 1 | allocate the next variant                   | allocate next   |
+mode                  no variant yet    latest incomplete              latest complete
+reuse_if_exists       create variant 1  continue if auto_resume,       use it as is
+                                        else use it as is
+resume_if_incomplete  create variant 1  continue it                    use it as is
+force_new             create variant 1  allocate the next variant      allocate the next
 """
 
 from __future__ import annotations

@@ -78,7 +78,9 @@ def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | 
                 raise
             return str(found.experiment_id)
     except MlflowException as exc:
-        raise ServiceError(f"MLflow: cannot open experiment {name!r}: {redact_url(str(exc))}") from exc
+        raise ServiceError(
+            f"MLflow: cannot open experiment {name!r}: {redact_url(str(exc))}"
+        ) from exc
 
 
 def find_experiment_id(client: MlflowClient, name: str) -> str | None:

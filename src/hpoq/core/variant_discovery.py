@@ -57,6 +57,7 @@ def highest_known_variant(
         try:
             names |= set(mlflow_study_names(mlflow, experiment_name, backbone, tags))
         except Exception as exc:  # MLflow is one of three witnesses; the others still count
-            log.warning("MLflow unreachable while seeding variant numbers: %s",
-                        redact_url(str(exc)))  # fmt: skip
+            log.warning(
+                "MLflow unreachable while seeding variant numbers: %s", redact_url(str(exc))
+            )
     return max(find_existing_variants(base, names), default=0)

@@ -32,14 +32,20 @@ def benchmark_experiment(
     mode = get_benchmark_run_mode(experiment.benchmark, experiment.hpo, override=mode_override)
     client = services.mlflow()
     candidates, missing, warnings = select_candidates(
-        experiment, services.runtime, backbones=list(backbones) if backbones else None,
+        experiment,
+        services.runtime,
+        backbones=list(backbones) if backbones else None,
         client=client,
-    )  # fmt: skip
+    )
     report = dispatch(
-        experiment, services.runtime, candidates, mode=mode,
-        leases=BenchmarkLeases(services.redis, services.keys), sender=services.celery,
+        experiment,
+        services.runtime,
+        candidates,
+        mode=mode,
+        leases=BenchmarkLeases(services.redis, services.keys),
+        sender=services.celery,
         client=client,
-    )  # fmt: skip
+    )
     return report, missing, warnings
 
 
@@ -50,8 +56,11 @@ def retry_failed(services: Services, experiment: Experiment | None = None) -> Di
     jobs = [BenchmarkJob.model_validate_json(raw) for raw in stored.values()]
     if experiment is not None:
         suffix = key_suffix(experiment)
-        jobs = [j for j in jobs if j.experiment.name == experiment.name
-                and j.benchmark_key.endswith(suffix)]  # fmt: skip
+        jobs = [
+            j
+            for j in jobs
+            if j.experiment.name == experiment.name and j.benchmark_key.endswith(suffix)
+        ]
     client = services.mlflow()
     report = DispatchReport()
     leases = BenchmarkLeases(services.redis, services.keys)
@@ -66,13 +75,23 @@ def retry_failed(services: Services, experiment: Experiment | None = None) -> Di
                 services.redis.hdel(failed_hash, job.benchmark_key)
                 continue
             candidate = Candidate(
-                backbone=job.backbone, study_name=job.study_name, variant=job.variant,
-                trial_number=job.trial_number, trial_id=job.trial_id, run_id=job.run_id,
+                backbone=job.backbone,
+                study_name=job.study_name,
+                variant=job.variant,
+                trial_number=job.trial_number,
+                trial_id=job.trial_id,
+                run_id=job.run_id,
                 key=job.benchmark_key,
-            )  # fmt: skip
-            part = dispatch(job.experiment, services.runtime, [candidate],
-                            mode=RunMode.REUSE_IF_EXISTS, leases=leases,
-                            sender=services.celery, client=client)  # fmt: skip
+            )
+            part = dispatch(
+                job.experiment,
+                services.runtime,
+                [candidate],
+                mode=RunMode.REUSE_IF_EXISTS,
+                leases=leases,
+                sender=services.celery,
+                client=client,
+            )
             if part.enqueued or part.skipped_done:
                 services.redis.hdel(failed_hash, job.benchmark_key)
             report.enqueued += part.enqueued

@@ -15,16 +15,24 @@ if TYPE_CHECKING:
 
 
 def wait_for_jobs(
-    celery: Celery, job_ids: list[str], *, label: str, timeout_s: float | None = None,
+    celery: Celery,
+    job_ids: list[str],
+    *,
+    label: str,
+    timeout_s: float | None = None,
     poll_s: float = 0.5,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Block until every job has a result; returns job id -> result (or error text)."""
     from celery.result import AsyncResult
 
     results: dict[str, Any] = {}
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=stderr, transient=False) as progress:
         bar = progress.add_task(label, total=len(job_ids))
         pending = list(job_ids)

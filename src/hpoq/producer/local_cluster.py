@@ -50,8 +50,9 @@ class LocalWorkers:
                 argv += ["--gpu", str(index % gpus)]
             log = (self.log_dir / f"worker-{index}.log").open("ab")
             self.processes.append(
-                subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # fmt: skip
+                subprocess.Popen(
+                    argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
             log.close()
 

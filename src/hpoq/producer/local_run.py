@@ -85,21 +85,24 @@ def run_experiment(
     from hpoq.core.tracking import make_client
 
     services = open_services(runtime, start_embedded=True)
-    pool = LocalWorkers(workers or default_worker_count(), _worker_env(services),
-                        runtime.layout.root / "logs")  # fmt: skip
+    pool = LocalWorkers(
+        workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
+    )
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         ensure_dataset(experiment.data, experiment.data_dir())  # once, before any worker
         client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
-        plan = Submitter(experiment, runtime, services.redis, services.keys, services.celery,
-                         mlflow=client).submit(mode_override=mode_override)  # fmt: skip
+        plan = Submitter(
+            experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
+        ).submit(mode_override=mode_override)
         report = RunReport(experiment.name, plan)
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):
             pool.start()
             _wait_for_trials(experiment, runtime, services, plan, pool, progress, deadline)
-        dispatched, missing, warnings = benchmark_experiment(experiment, services,
-                                                             mode_override=mode_override)  # fmt: skip
+        dispatched, _, warnings = benchmark_experiment(
+            experiment, services, mode_override=mode_override
+        )
         report.benchmarks_enqueued = len(dispatched.enqueued)
         report.warnings += warnings
         candidates, _, _ = select_candidates(experiment, runtime, client=client)
@@ -138,9 +141,14 @@ def _check(pool: LocalWorkers, deadline: float | None) -> None:
 
 
 def _wait_for_trials(
-    experiment: Experiment, runtime: Runtime, services: Services, plan: list[SubmitResult],
-    pool: LocalWorkers, progress: Progress | None, deadline: float | None,
-) -> None:  # fmt: skip
+    experiment: Experiment,
+    runtime: Runtime,
+    services: Services,
+    plan: list[SubmitResult],
+    pool: LocalWorkers,
+    progress: Progress | None,
+    deadline: float | None,
+) -> None:
     from hpoq.core.coordination.budget import TrialBudget
 
     n = experiment.hpo.n_trials
@@ -152,8 +160,10 @@ def _wait_for_trials(
             label = f"{result.backbone} {result.study_name}"
             if progress:
                 progress(label, min(done, n), n)
-            status = budget.status(study_key_hash(result.backbone, result.study_name),
-                                   lost_after_s=experiment.hpo.stale_trial_grace_seconds)  # fmt: skip
+            status = budget.status(
+                study_key_hash(result.backbone, result.study_name),
+                lost_after_s=experiment.hpo.stale_trial_grace_seconds,
+            )
             if done >= n:
                 waiting.remove(result)
             elif status.pending == 0 and status.running == 0:
@@ -166,9 +176,14 @@ def _wait_for_trials(
 
 
 def _wait_for_benchmarks(
-    experiment: Experiment, services: Services, keys: list[str], pool: LocalWorkers,
-    progress: Progress | None, deadline: float | None, client: Any,
-) -> None:  # fmt: skip
+    experiment: Experiment,
+    services: Services,
+    keys: list[str],
+    pool: LocalWorkers,
+    progress: Progress | None,
+    deadline: float | None,
+    client: Any,
+) -> None:
     from hpoq.core.coordination.leases import BenchmarkLeases
 
     leases = BenchmarkLeases(services.redis, services.keys)
@@ -176,8 +191,9 @@ def _wait_for_benchmarks(
     while True:
         done = measured_keys(experiment, services.runtime, client, keys)
         failed = {k for k in keys if services.redis.hexists(failed_hash, k)}
-        settled = done | {k for k, h in zip(keys, leases.holders(keys), strict=True)
-                          if k in failed and h is None}  # fmt: skip
+        settled = done | {
+            k for k, h in zip(keys, leases.holders(keys), strict=True) if k in failed and h is None
+        }
         if progress:
             progress("benchmarks", len(settled), len(keys))
         if len(settled) >= len(keys):

@@ -41,8 +41,10 @@ def _workers(services: Services) -> dict[str, list[dict[str, Any]]]:
 
 def _leases(services: Services) -> list[dict[str, str]]:
     pattern = services.keys.benchmark_lease("*")
-    return [{"lease": str(key).rsplit(":", 1)[-1], "holder": str(services.redis.get(key))}
-            for key in services.redis.scan_iter(pattern, count=1000)]  # fmt: skip
+    return [
+        {"lease": str(key).rsplit(":", 1)[-1], "holder": str(services.redis.get(key))}
+        for key in services.redis.scan_iter(pattern, count=1000)
+    ]
 
 
 def _variants(services: Services, experiment: Experiment) -> list[dict[str, Any]]:
@@ -56,12 +58,18 @@ def _variants(services: Services, experiment: Experiment) -> list[dict[str, Any]
             study = store.load(ref)
             trials = [] if study is None else study.get_trials(deepcopy=False)
             count = {s: sum(t.state == s for t in trials) for s in TrialState}
-            rows.append({
-                "backbone": ref.backbone, "variant": ref.variant, "study_name": ref.study_name,
-                "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
-                "pruned": count[TrialState.PRUNED], "running": count[TrialState.RUNNING],
-                "failed": count[TrialState.FAIL], "n_trials": experiment.hpo.n_trials,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "backbone": ref.backbone,
+                    "variant": ref.variant,
+                    "study_name": ref.study_name,
+                    "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
+                    "pruned": count[TrialState.PRUNED],
+                    "running": count[TrialState.RUNNING],
+                    "failed": count[TrialState.FAIL],
+                    "n_trials": experiment.hpo.n_trials,
+                }
+            )
     return rows
 
 

@@ -89,8 +89,9 @@ class Submitter:
     ) -> list[SubmitResult]:
         mode = get_run_mode(self.experiment.hpo, override=mode_override)
         names = select_backbones(self.experiment, backbones)
-        bases = {name: base_study_name(self.experiment.hpo.checkpoint.study_name, name)
-                 for name in names}  # fmt: skip
+        bases = {
+            name: base_study_name(self.experiment.hpo.checkpoint.study_name, name) for name in names
+        }
         try:
             self.redis.ping()
         except Exception as exc:
@@ -119,8 +120,9 @@ class Submitter:
         if action is Action.REUSED:
             return SubmitResult(backbone, ref.study_name, ref.variant, action.value, 0)
         job_ids = self._enqueue_missing(ref)
-        return SubmitResult(backbone, ref.study_name, ref.variant, action.value, len(job_ids),
-                            job_ids)  # fmt: skip
+        return SubmitResult(
+            backbone, ref.study_name, ref.variant, action.value, len(job_ids), job_ids
+        )
 
     def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:
         hpo = self.experiment.hpo
@@ -130,9 +132,13 @@ class Submitter:
             create_variant_study(self.store, ref, hpo)
             return ref
         floor = highest_known_variant(
-            self.store, backbone, base, mlflow=self.mlflow,
-            experiment_name=self.experiment.hpo_experiment_name, tags=self.experiment.tags,
-        )  # fmt: skip
+            self.store,
+            backbone,
+            base,
+            mlflow=self.mlflow,
+            experiment_name=self.experiment.hpo_experiment_name,
+            tags=self.experiment.tags,
+        )
         number = self.counter.allocate(backbone, base, floor)
         ref = VariantRef(backbone, number, variant_study_name(base, number))
         create_variant_study(self.store, ref, hpo)
@@ -144,9 +150,10 @@ class Submitter:
         hpo = self.experiment.hpo
         study_key = study_key_hash(ref.backbone, ref.study_name)
         lock = self.redis.lock(
-            f"{self.keys.budget_pending(study_key)}:lock", timeout=ENQUEUE_LOCK_TIMEOUT_S,
+            f"{self.keys.budget_pending(study_key)}:lock",
+            timeout=ENQUEUE_LOCK_TIMEOUT_S,
             blocking_timeout=ENQUEUE_LOCK_TIMEOUT_S,
-        )  # fmt: skip
+        )
         with lock:
             study = self.store.load(ref)
             optuna_finished = count_finished(study) if study is not None else 0
@@ -160,12 +167,14 @@ class Submitter:
             try:
                 for job in jobs:
                     self.celery.send_task(
-                        TASK_RUN_TRIAL, args=[job.to_payload()], queue=QUEUE_HPO,
+                        TASK_RUN_TRIAL,
+                        args=[job.to_payload()],
+                        queue=QUEUE_HPO,
                         task_id=job.job_id,
-                    )  # fmt: skip
+                    )
                     sent.append(job.job_id)
             except Exception as exc:
-                self.budget.remove_pending(study_key, job_ids[len(sent):])
+                self.budget.remove_pending(study_key, job_ids[len(sent) :])
                 raise ServiceError(
                     f"enqueued {len(sent)} of {len(jobs)} trial jobs for {ref.study_name}: {exc}"
                 ) from None

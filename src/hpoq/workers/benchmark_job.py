@@ -49,12 +49,18 @@ class BenchmarkOutcome:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"status": self.status, "benchmark_key": self.benchmark_key,
-                "run_id": self.run_id, "error": self.error}  # fmt: skip
+        return {
+            "status": self.status,
+            "benchmark_key": self.benchmark_key,
+            "run_id": self.run_id,
+            "error": self.error,
+        }
 
 
 def checkpoint_dir(job: BenchmarkJob, ctx: WorkerContext) -> Path:
-    return ctx.runtime.layout.trial_dir(job.backbone, job.study_name, job.trial_number) / "checkpoint"
+    return (
+        ctx.runtime.layout.trial_dir(job.backbone, job.study_name, job.trial_number) / "checkpoint"
+    )
 
 
 def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome:
@@ -93,7 +99,9 @@ def _superseded_or_busy(job: BenchmarkJob, leases: BenchmarkLeases) -> Benchmark
     """Someone else holds the key: a newer job (fence) supersedes us; else we wait."""
     if job.fence < leases.current_fence(job.benchmark_key):
         return BenchmarkOutcome("superseded", job.benchmark_key)
-    raise BenchmarkInFlight(f"{job.benchmark_key} is being measured by {leases.holder(job.benchmark_key)}")
+    raise BenchmarkInFlight(
+        f"{job.benchmark_key} is being measured by {leases.holder(job.benchmark_key)}"
+    )
 
 
 def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
@@ -102,8 +110,9 @@ def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
 
     experiment = ctx.mlflow.get_experiment_by_name(job.experiment.benchmark_experiment_name)
     if experiment is not None:
-        runs = query_runs_by_tags(ctx.mlflow, [str(experiment.experiment_id)],
-                                  {BENCHMARK_KEY_TAG: job.benchmark_key})  # fmt: skip
+        runs = query_runs_by_tags(
+            ctx.mlflow, [str(experiment.experiment_id)], {BENCHMARK_KEY_TAG: job.benchmark_key}
+        )
         for run in runs:
             fence = int(run.data.tags.get(job.experiment.tags.benchmark.fencing_token, "0") or 0)
             if not job.force or fence >= job.fence:
@@ -142,8 +151,9 @@ def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:
 def _experiment_id(job: BenchmarkJob, ctx: WorkerContext) -> str:
     from hpoq.core.tracking import artifact_root, ensure_experiment
 
-    return ensure_experiment(ctx.mlflow, job.experiment.benchmark_experiment_name,
-                             artifact_root(ctx.runtime.layout))  # fmt: skip
+    return ensure_experiment(
+        ctx.mlflow, job.experiment.benchmark_experiment_name, artifact_root(ctx.runtime.layout)
+    )
 
 
 def result_metrics(result: Any) -> dict[str, float]:
@@ -182,8 +192,9 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     params = [Param(k, str(v)) for k, v in sorted(result.config.items())]
 
     def log_run() -> str:
-        run = client.create_run(experiment_id, tags=tags,
-                                run_name=f"bench-{job.study_name}-trial-{job.trial_number}")  # fmt: skip
+        run = client.create_run(
+            experiment_id, tags=tags, run_name=f"bench-{job.study_name}-trial-{job.trial_number}"
+        )
         run_id = str(run.info.run_id)
         client.log_batch(run_id, metrics=metrics, params=params)
         client.log_dict(run_id, result.model_dump(mode="json"), "benchmark.json")
@@ -193,9 +204,13 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     run_id = retry_call(log_run, what="MLflow log benchmark", retry_on=_transient_errors())
     write_json_atomic(
         cache_path(ctx.runtime.layout, job.benchmark_key),
-        {"benchmark_key": job.benchmark_key, "fence": job.fence, "run_id": run_id,
-         "result": result.model_dump(mode="json")},
-    )  # fmt: skip
+        {
+            "benchmark_key": job.benchmark_key,
+            "fence": job.fence,
+            "run_id": run_id,
+            "result": result.model_dump(mode="json"),
+        },
+    )
     return run_id
 
 
@@ -210,8 +225,9 @@ def _log_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> str | Non
     try:
         experiment_id = _experiment_id(job, ctx)
         tags = _tags(job, ctx) | {job.experiment.tags.benchmark.error: error[:5000]}
-        run = ctx.mlflow.create_run(experiment_id, tags=tags,
-                                    run_name=f"bench-{job.study_name}-trial-{job.trial_number}")  # fmt: skip
+        run = ctx.mlflow.create_run(
+            experiment_id, tags=tags, run_name=f"bench-{job.study_name}-trial-{job.trial_number}"
+        )
         ctx.mlflow.set_terminated(run.info.run_id, status="FAILED")
         return str(run.info.run_id)
     except Exception as exc:  # the failure is also kept in Redis for retry-failed

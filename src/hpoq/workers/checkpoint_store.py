@@ -42,8 +42,7 @@ def ensure_local_checkpoint(client: MlflowClient, run_id: str | None, target: Pa
             local = client.download_artifacts(run_id, ARTIFACT_PATH, str(staging))
         except Exception as exc:
             raise HpoqError(
-                f"checkpoint {target} is missing here and run {run_id} has none to download: "
-                f"{exc}"
+                f"checkpoint {target} is missing here and run {run_id} has none to download: {exc}"
             ) from None
         try:
             Path(local).rename(target)

@@ -24,9 +24,11 @@ def enqueue_replacement(job: TrialJob, ctx: WorkerContext, app: Any, reaped: Rea
     study_key = study_key_hash(job.backbone, job.study_name)
     ctx.budget.add_pending(study_key, [replacement.job_id])
     app.send_task(
-        TASK_RUN_TRIAL, args=[replacement.to_payload()], queue=QUEUE_HPO,
+        TASK_RUN_TRIAL,
+        args=[replacement.to_payload()],
+        queue=QUEUE_HPO,
         task_id=replacement.job_id,
-    )  # fmt: skip
+    )
     log.info("enqueued %s to replace reaped trial %d", replacement.job_id, reaped.trial_number)
     return replacement.job_id
 
@@ -39,8 +41,9 @@ def on_variant_complete(job: TrialJob, ctx: WorkerContext, app: Any) -> list[str
     from hpoq.core.coordination.leases import BenchmarkLeases
 
     experiment = job.experiment
-    candidates, _, _ = select_candidates(experiment, ctx.runtime, backbones=[job.backbone],
-                                         client=ctx.mlflow)  # fmt: skip
+    candidates, _, _ = select_candidates(
+        experiment, ctx.runtime, backbones=[job.backbone], client=ctx.mlflow
+    )
     if experiment.benchmark.benchmark_strategy is BenchmarkStrategy.LATEST_ONLY:
         wanted = [c for c in candidates if c.study_name == job.study_name]
     else:
@@ -48,9 +51,18 @@ def on_variant_complete(job: TrialJob, ctx: WorkerContext, app: Any) -> list[str
     # Never forced from here: re-measuring is something a person asks for with
     # `hpoq benchmark --run-mode force_new`, not something every late job repeats.
     report = dispatch(
-        experiment, ctx.runtime, wanted, mode=RunMode.REUSE_IF_EXISTS, leases=BenchmarkLeases(ctx.redis, ctx.keys),
-        sender=app, client=ctx.mlflow,
-    )  # fmt: skip
-    log.info("variant %s of %s complete: benchmark jobs %s", job.study_name, job.backbone,
-             report.job_ids or "none needed")  # fmt: skip
+        experiment,
+        ctx.runtime,
+        wanted,
+        mode=RunMode.REUSE_IF_EXISTS,
+        leases=BenchmarkLeases(ctx.redis, ctx.keys),
+        sender=app,
+        client=ctx.mlflow,
+    )
+    log.info(
+        "variant %s of %s complete: benchmark jobs %s",
+        job.study_name,
+        job.backbone,
+        report.job_ids or "none needed",
+    )
     return report.job_ids

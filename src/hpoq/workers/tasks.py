@@ -51,8 +51,13 @@ def _transient() -> tuple[type[BaseException], ...]:
     import redis
     from mlflow.exceptions import MlflowException
 
-    return (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError,
-            MlflowException)  # fmt: skip
+    return (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        ConnectionError,
+        TimeoutError,
+        MlflowException,
+    )
 
 
 def release_accelerator_memory() -> None:
@@ -90,7 +95,9 @@ def run_trial(self: Task, payload: Any) -> dict[str, Any]:
             raise
         from hpoq.core.retry import backoff_delay
 
-        raise self.retry(exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)) from None
+        raise self.retry(
+            exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)
+        ) from None
     finally:
         release_accelerator_memory()
     if outcome.variant_complete:
@@ -127,7 +134,9 @@ def run_benchmark(self: Task, payload: Any) -> dict[str, Any]:
             raise
         from hpoq.core.retry import backoff_delay
 
-        raise self.retry(exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)) from None
+        raise self.retry(
+            exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)
+        ) from None
     finally:
         release_accelerator_memory()
     return outcome.to_json()

@@ -86,9 +86,14 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
 
     probe = open_variant_study(store, ref, hpo)
     reaped = reap_stale_trials(
-        probe, study_key, ctx.budget, grace_s=hpo.stale_trial_grace_seconds,
-        min_age_s=lease_s, mlflow=ctx.mlflow, error_tag=job.experiment.tags.benchmark.error,
-    )  # fmt: skip
+        probe,
+        study_key,
+        ctx.budget,
+        grace_s=hpo.stale_trial_grace_seconds,
+        min_age_s=lease_s,
+        mlflow=ctx.mlflow,
+        error_tag=job.experiment.tags.benchmark.error,
+    )
     finished_jobs = finished_job_ids(probe)
     finished = len(finished_jobs)
     claim = ctx.budget.claim(study_key, job.job_id, hpo.n_trials, finished_jobs, lease_s)
@@ -99,9 +104,11 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
     if claim is Claim.BUDGET_FULL:
         ctx.budget.mark_done(study_key, job.job_id)
         return TrialOutcome(
-            "budget_full", job.study_name, variant_complete=finished >= hpo.n_trials,
+            "budget_full",
+            job.study_name,
+            variant_complete=finished >= hpo.n_trials,
             reaped=tuple(reaped),
-        )  # fmt: skip
+        )
 
     deliveries = record_delivery(ctx, job.job_id)
     if deliveries > max_deliveries():
@@ -118,9 +125,13 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         trial = study.ask()
         trial.set_user_attr(JOB_ID_ATTR, job.job_id)
         record_base = dict(
-            experiment=job.experiment.name, backbone=job.backbone, study_name=job.study_name,
-            variant=job.variant, trial_number=trial.number, metric=hpo.objective.metric,
-        )  # fmt: skip
+            experiment=job.experiment.name,
+            backbone=job.backbone,
+            study_name=job.study_name,
+            variant=job.variant,
+            trial_number=trial.number,
+            metric=hpo.objective.metric,
+        )
         experiment_id = ensure_experiment(
             ctx.mlflow, job.experiment.hpo_experiment_name, artifact_root(layout)
         )
@@ -164,9 +175,14 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         counted = final_state in ("COMPLETE", "PRUNED")
         status = _STATUS_BY_STATE.get(final_state, "failed")
         return TrialOutcome(
-            status, job.study_name, trial.number, record.value, run_id,
-            variant_complete=_complete(study, hpo.n_trials), reaped=tuple(reaped),
-        )  # fmt: skip
+            status,
+            job.study_name,
+            trial.number,
+            record.value,
+            run_id,
+            variant_complete=_complete(study, hpo.n_trials),
+            reaped=tuple(reaped),
+        )
     finally:
         ctx.budget.release(study_key, job.job_id, counted)
 

@@ -44,7 +44,8 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return -2 end
 local finished = redis.call('SCARD', KEYS[2])
 for i = 6, #ARGV do
-  if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+  local released = redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 1
+  if not released and not redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     finished = finished + 1
   end
 end
@@ -135,14 +136,22 @@ class TrialBudget:
         """`finished_jobs`: job ids of the variant's COMPLETE and PRUNED trials in Optuna."""
         result = self._claim(
             keys=self._all(study_key),
-            args=[job_id, n_trials, _now_ms(), int(lease_s * 1000), BOOKKEEPING_TTL_S,
-                  *finished_jobs],
-        )  # fmt: skip
+            args=[
+                job_id,
+                n_trials,
+                _now_ms(),
+                int(lease_s * 1000),
+                BOOKKEEPING_TTL_S,
+                *finished_jobs,
+            ],
+        )
         return Claim(int(result))
 
     def heartbeat(self, study_key: str, job_id: str, lease_s: float) -> bool:
         expiry = _now_ms() + int(lease_s * 1000)
-        return bool(self._heartbeat(keys=[self._keys.budget_claims(study_key)], args=[job_id, expiry]))
+        return bool(
+            self._heartbeat(keys=[self._keys.budget_claims(study_key)], args=[job_id, expiry])
+        )
 
     def release(self, study_key: str, job_id: str, counted: bool) -> int:
         return int(

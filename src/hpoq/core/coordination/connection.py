@@ -21,5 +21,7 @@ def connect(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
         )
         client.ping()
     except (redis.RedisError, ValueError, OSError) as exc:
-        raise ServiceError(f"Redis at {redact_url(url)} is unreachable: {redact_url(str(exc))}") from None
+        raise ServiceError(
+            f"Redis at {redact_url(url)} is unreachable: {redact_url(str(exc))}"
+        ) from None
     return client

@@ -32,7 +32,8 @@ class RedisKeys:
     def variant_counter(self, backbone: str, base: str) -> str:
         return self._k("variant-counter", backbone, base)
 
-    # Budget of one variant (study_key = study_key_hash). TTL: BOOKKEEPING_TTL_S, refreshed on write.
+    # Budget of one variant (study_key = study_key_hash).
+    # TTL: BOOKKEEPING_TTL_S, refreshed on every write.
     def budget_claims(self, study_key: str) -> str:
         return self._k("budget", study_key, "claims")
 

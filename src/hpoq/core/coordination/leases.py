@@ -62,8 +62,9 @@ class BenchmarkLeases:
         return self._keys.benchmark_lease(key_hash(benchmark_key))
 
     def acquire(self, benchmark_key: str, owner: str, ttl_s: float) -> bool:
-        return bool(self._client.set(self._lease(benchmark_key), owner, nx=True,
-                                     px=int(ttl_s * 1000)))  # fmt: skip
+        return bool(
+            self._client.set(self._lease(benchmark_key), owner, nx=True, px=int(ttl_s * 1000))
+        )
 
     def holder(self, benchmark_key: str) -> str | None:
         value = self._client.get(self._lease(benchmark_key))
@@ -76,12 +77,16 @@ class BenchmarkLeases:
         return [None if v is None else str(v) for v in values]
 
     def transfer(self, benchmark_key: str, expected: str, new_owner: str, ttl_s: float) -> bool:
-        return bool(self._transfer(keys=[self._lease(benchmark_key)],
-                                   args=[expected, new_owner, int(ttl_s * 1000)]))  # fmt: skip
+        return bool(
+            self._transfer(
+                keys=[self._lease(benchmark_key)], args=[expected, new_owner, int(ttl_s * 1000)]
+            )
+        )
 
     def heartbeat(self, benchmark_key: str, owner: str, ttl_s: float) -> bool:
-        return bool(self._extend(keys=[self._lease(benchmark_key)],
-                                 args=[owner, int(ttl_s * 1000)]))  # fmt: skip
+        return bool(
+            self._extend(keys=[self._lease(benchmark_key)], args=[owner, int(ttl_s * 1000)])
+        )
 
     def release(self, benchmark_key: str, owner: str) -> bool:
         return bool(self._release(keys=[self._lease(benchmark_key)], args=[owner]))

@@ -68,13 +68,17 @@ def benchmark(
 
         for message in warnings:
             stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
-        rows = [("enqueued", report.enqueued), ("measured already", report.skipped_done),
-                ("in flight", report.skipped_in_flight)]  # fmt: skip
+        rows = [
+            ("enqueued", report.enqueued),
+            ("measured already", report.skipped_done),
+            ("in flight", report.skipped_in_flight),
+        ]
         table = Table("backbone", "variant", "trial", "status", "key")
         for status, items in rows:
             for item in items:
-                table.add_row(item["backbone"], item["study_name"], str(item["trial"]), status,
-                              item["key"])  # fmt: skip
+                table.add_row(
+                    item["backbone"], item["study_name"], str(item["trial"]), status, item["key"]
+                )
         stdout.print(table)
         if missing:
             stdout.print(f"no trials yet: {', '.join(missing)}", highlight=False)

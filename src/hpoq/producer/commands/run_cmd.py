@@ -42,8 +42,13 @@ def run_command(
                 progress.update(bars[label], completed=done, total=total)
 
             try:
-                report = run_experiment(experiment, Runtime.from_settings(), workers=workers,
-                                        mode_override=run_mode, progress=show)  # fmt: skip
+                report = run_experiment(
+                    experiment,
+                    Runtime.from_settings(),
+                    workers=workers,
+                    mode_override=run_mode,
+                    progress=show,
+                )
             except KeyboardInterrupt:
                 stderr.print("interrupted: workers stopped; the next run resumes")
                 raise typer.Exit(130) from None
@@ -54,23 +59,44 @@ def run_command(
         for message in report.warnings:
             stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
         if not report.new_work:
-            stdout.print("nothing new to do: every variant is complete and every best trial "
-                         "is benchmarked")  # fmt: skip
+            stdout.print(
+                "nothing new to do: every variant is complete and every best trial is benchmarked"
+            )
         best = Table("backbone", "variant", "trial", "macro-f1", "source", title="best trials")
         for t in report.best_trials:
-            best.add_row(t["backbone"], t["study_name"], str(t["trial_number"]),
-                         f"{t['value']:.4f}", t["source"])  # fmt: skip
+            best.add_row(
+                t["backbone"],
+                t["study_name"],
+                str(t["trial_number"]),
+                f"{t['value']:.4f}",
+                t["source"],
+            )
         stdout.print(best)
         if report.missing:
             stdout.print(f"no trials: {', '.join(report.missing)}", highlight=False)
-        bench = Table("backbone", "variant", "trial", "precision", "batch", "p50 ms", "p95 ms",
-                      "sentences/s", title="benchmarks")  # fmt: skip
+        bench = Table(
+            "backbone",
+            "variant",
+            "trial",
+            "precision",
+            "batch",
+            "p50 ms",
+            "p95 ms",
+            "sentences/s",
+            title="benchmarks",
+        )
         for row in report.benchmarks:
             for e in row.get("entries", []) or [{}]:
-                bench.add_row(row["backbone"], row["study_name"], str(row["trial"]),
-                              str(e.get("precision", "-")), str(e.get("batch_size", "-")),
-                              _num(e.get("latency_p50_ms")), _num(e.get("latency_p95_ms")),
-                              _num(e.get("throughput_sentences_per_s")))  # fmt: skip
+                bench.add_row(
+                    row["backbone"],
+                    row["study_name"],
+                    str(row["trial"]),
+                    str(e.get("precision", "-")),
+                    str(e.get("batch_size", "-")),
+                    _num(e.get("latency_p50_ms")),
+                    _num(e.get("latency_p95_ms")),
+                    _num(e.get("throughput_sentences_per_s")),
+                )
         stdout.print(bench)
 
     emit(as_json, report.to_json(), render)

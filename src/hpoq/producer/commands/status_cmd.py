@@ -46,10 +46,18 @@ def status(
         if report["variants"]:
             table = Table("backbone", "variant", "finished", "running", "failed", "n_trials")
             for v in report["variants"]:
-                table.add_row(v["backbone"], v["study_name"], str(v["finished"]),
-                              str(v["running"]), str(v["failed"]), str(v["n_trials"]))  # fmt: skip
+                table.add_row(
+                    v["backbone"],
+                    v["study_name"],
+                    str(v["finished"]),
+                    str(v["running"]),
+                    str(v["failed"]),
+                    str(v["n_trials"]),
+                )
             stdout.print(table)
-        stdout.print(f"failed jobs: {len(report['failed_jobs'])}; "
-                     f"failed benchmarks: {len(report['failed_benchmarks'])}")  # fmt: skip
+        stdout.print(
+            f"failed jobs: {len(report['failed_jobs'])}; "
+            f"failed benchmarks: {len(report['failed_benchmarks'])}"
+        )
 
     emit(as_json, report, render)

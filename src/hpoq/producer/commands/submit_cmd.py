@@ -42,9 +42,13 @@ def submit(
         services = open_services(Runtime.from_settings())
         try:
             submitter = Submitter(
-                experiment, services.runtime, services.redis, services.keys, services.celery,
+                experiment,
+                services.runtime,
+                services.redis,
+                services.keys,
+                services.celery,
                 mlflow=services.mlflow(),
-            )  # fmt: skip
+            )
             results = submitter.submit(mode_override=run_mode, backbones=backbone)
         finally:
             services.close()
@@ -54,8 +58,9 @@ def submit(
 
         table = Table("backbone", "study", "variant", "action", "trials enqueued")
         for r in results:
-            table.add_row(r.backbone, r.study_name, str(r.variant), r.action,
-                          str(r.trials_enqueued))  # fmt: skip
+            table.add_row(
+                r.backbone, r.study_name, str(r.variant), r.action, str(r.trials_enqueued)
+            )
         stdout.print(table)
 
     emit(as_json, {"submitted": [r.to_json() for r in results]}, render)

@@ -15,21 +15,34 @@ def worker_argv(gpu: int | None, queues: str, concurrency: int, loglevel: str) -
     """The celery command line; the worker is named after host and GPU, events on."""
     device = f"gpu{gpu}" if gpu is not None else "cpu"
     return [
-        sys.executable, "-m", "celery", "-A", "hpoq.workers.worker_app", "worker",
-        "--queues", queues,
-        "--concurrency", str(concurrency),
-        "--pool", "prefork",  # the child never inherits a CUDA context: the parent has none
-        "--prefetch-multiplier", "1",
-        "--hostname", f"hpoq-{device}-{os.getpid()}@%h",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "hpoq.workers.worker_app",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",  # the child never inherits a CUDA context: the parent has none
+        "--prefetch-multiplier",
+        "1",
+        "--hostname",
+        f"hpoq-{device}-{os.getpid()}@%h",
         "--task-events",
-        "--loglevel", loglevel,
+        "--loglevel",
+        loglevel,
         "--without-mingle",
-    ]  # fmt: skip
+    ]
 
 
 def worker(
     gpu: Annotated[int | None, typer.Option("--gpu", min=0, help="GPU index to bind.")] = None,
-    queues: Annotated[str, typer.Option("--queues", help="Comma-separated queues.")] = "hpo,benchmark",
+    queues: Annotated[
+        str, typer.Option("--queues", help="Comma-separated queues.")
+    ] = "hpo,benchmark",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
 ) -> None:
