@@ -295,3 +295,22 @@ def runtime_for(output: Path) -> Any:
     from hpoq.core.runtime import Runtime
 
     return Runtime.from_settings(Settings(output_dir=output, platform="local"))
+
+
+@contextmanager
+def profiled(enabled: bool, label: str) -> Iterator[None]:
+    """With `enabled`, profile the block with pyinstrument and print the call tree to stderr
+    (`pip install pyinstrument`); otherwise do nothing."""
+    if not enabled:
+        yield
+        return
+    from pyinstrument import Profiler
+
+    profiler = Profiler(interval=0.0005)
+    profiler.start()
+    try:
+        yield
+    finally:
+        profiler.stop()
+        print(f"----- profile: {label}", file=sys.stderr)
+        print(profiler.output_text(unicode=False, color=False), file=sys.stderr, flush=True)

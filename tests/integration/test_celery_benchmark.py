@@ -109,8 +109,8 @@ def test_a_worker_killed_mid_benchmark_frees_the_key_for_exactly_one_later_measu
     env = cluster_env(
         output,
         redis_url,
-        HPOQ_CHEAP_BENCH_SLEEP="30",
-        HPOQ_LEASE_SECONDS="3",
+        HPOQ_CHEAP_BENCH_SLEEP="60",
+        HPOQ_LEASE_SECONDS="20",  # long enough that the check below sees it held
         HPOQ_VISIBILITY_TIMEOUT="3600",
     )
     (tmp_path / "a").mkdir()
@@ -125,7 +125,9 @@ def test_a_worker_killed_mid_benchmark_frees_the_key_for_exactly_one_later_measu
         victim.kill()
     blocked = _cli(path, cluster_env(output, redis_url))
     assert blocked["enqueued"] == [] and len(blocked["skipped_in_flight"]) == 1
-    time.sleep(4)  # the dead worker's lease lapses
+    wait_for(  # the dead worker's lease lapses on its own
+        lambda: not list(real_redis.scan_iter("hpoq:*:bench-lease:*")), 60, "the lease to lapse"
+    )
     fast = cluster_env(output, redis_url, HPOQ_LEASE_SECONDS="3")
     report = _cli(path, fast)
     assert len(report["enqueued"]) == 1

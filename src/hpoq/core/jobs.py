@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpoq.config.experiment import Experiment
-from hpoq.errors import InputError
+from hpoq.errors import HpoqError, InputError
 
 QUEUE_HPO = "hpo"
 QUEUE_BENCHMARK = "benchmark"
@@ -41,6 +41,10 @@ class TrialJob(JobBase):
     backbone: str
     study_name: str
     variant: int = Field(ge=1)
+
+
+class JobInFlight(HpoqError):
+    """Raised when another delivery of a job, or another job for its key, is running it."""
 
 
 def new_job_id(prefix: str) -> str:

@@ -26,10 +26,9 @@ from hpoq.config.tags import BENCHMARK_KEY_TAG
 from hpoq.core.benchmark_index import cache_path, read_cache
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.coordination.leases import BenchmarkLeases
-from hpoq.core.jobs import BenchmarkJob
+from hpoq.core.jobs import BenchmarkJob, JobInFlight
 from hpoq.core.objective import load_objective
 from hpoq.core.trial_record import write_json_atomic
-from hpoq.errors import HpoqError
 from hpoq.workers.context import WorkerContext, lease_seconds
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ Status = Literal["measured", "already_done", "superseded", "failed"]
 STAGE_BENCHMARK = "benchmark"
 
 
-class BenchmarkInFlight(HpoqError):
+class BenchmarkInFlight(JobInFlight):
     """Raised when another worker holds the key's lease."""
 
 

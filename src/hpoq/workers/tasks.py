@@ -6,16 +6,26 @@ Loaded only inside worker processes (through the app's `include`).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
-from hpoq.core.jobs import TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, BenchmarkJob, TrialJob, parse_job
+from hpoq.core.jobs import (
+    TASK_RUN_BENCHMARK,
+    TASK_RUN_TRIAL,
+    BenchmarkJob,
+    JobInFlight,
+    TrialJob,
+    parse_job,
+)
 from hpoq.errors import InputError
 from hpoq.workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
+J = TypeVar("J", TrialJob, BenchmarkJob)
+T = TypeVar("T")
 
 MAX_TRANSIENT_RETRIES = 5
 IN_FLIGHT_RECHECK_S = 60
@@ -75,68 +85,68 @@ def release_accelerator_memory() -> None:
 from hpoq.workers.worker_app import app  # noqa: E402 - tasks register on the worker's app
 
 
-@app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None)
-def run_trial(self: Task, payload: Any) -> dict[str, Any]:
-    from hpoq.workers.trial_runner import InFlightElsewhere, execute_trial
-
+def _parse(task: Task, payload: Any, model: type[J]) -> J | None:
+    """The job, or None for a malformed payload: rejected, logged, never executed or retried."""
     try:
-        job = parse_job(payload, TrialJob)
+        return parse_job(payload, model)
     except InputError as exc:
-        # Rejected, logged, never executed, never retried.
-        log.error("rejected job %s: %s", self.request.id, exc)
-        return {"status": "rejected", "error": str(exc)}
-    ctx = worker_context(self.app.conf.broker_url)
-    try:
-        outcome = execute_trial(job, ctx)
-    except InFlightElsewhere as exc:
-        raise self.retry(exc=exc, countdown=IN_FLIGHT_RECHECK_S) from None
-    except _transient() as exc:
-        if self.request.retries >= MAX_TRANSIENT_RETRIES:
-            raise
-        from hpoq.core.retry import backoff_delay
+        log.error("rejected job %s: %s", task.request.id, exc)
+        return None
 
-        raise self.retry(
-            exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)
-        ) from None
+
+def _execute(
+    task: Task,
+    job: J,
+    execute: Callable[[J, WorkerContext], T],
+    on_final_failure: Callable[[J, WorkerContext, BaseException], None] | None = None,
+) -> tuple[WorkerContext, T]:
+    """Run a job; in flight elsewhere -> check again later; transient error -> bounded
+    retries with backoff and jitter, then `on_final_failure`."""
+    from hpoq.core.retry import backoff_delay
+
+    ctx = worker_context(task.app.conf.broker_url)
+    try:
+        return ctx, execute(job, ctx)
+    except JobInFlight as exc:
+        raise task.retry(exc=exc, countdown=IN_FLIGHT_RECHECK_S) from None
+    except _transient() as exc:
+        if task.request.retries >= MAX_TRANSIENT_RETRIES:
+            if on_final_failure is not None:
+                on_final_failure(job, ctx, exc)
+            raise
+        delay = 1 + backoff_delay(task.request.retries, 2.0, 60.0)
+        raise task.retry(exc=exc, countdown=delay) from None
     finally:
         release_accelerator_memory()
-    if outcome.variant_complete:
-        from hpoq.workers.events import on_variant_complete
 
+
+@app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None)
+def run_trial(self: Task, payload: Any) -> dict[str, Any]:
+    from hpoq.workers.events import enqueue_replacement, on_variant_complete
+    from hpoq.workers.trial_runner import execute_trial
+
+    job = _parse(self, payload, TrialJob)
+    if job is None:
+        return {"status": "rejected"}
+    ctx, outcome = _execute(self, job, execute_trial)
+    if outcome.variant_complete:
         on_variant_complete(job, ctx, self.app)
     for reaped in outcome.reaped:
         if reaped.retired_first:
-            from hpoq.workers.events import enqueue_replacement
-
             enqueue_replacement(job, ctx, self.app, reaped)
     return outcome.to_json()
 
 
 @app.task(name=TASK_RUN_BENCHMARK, bind=True, acks_late=True, max_retries=None)
 def run_benchmark(self: Task, payload: Any) -> dict[str, Any]:
-    from hpoq.workers.benchmark_job import BenchmarkInFlight, execute_benchmark
+    from hpoq.workers.benchmark_job import execute_benchmark, record_final_failure
 
-    try:
-        job = parse_job(payload, BenchmarkJob)
-    except InputError as exc:
-        log.error("rejected job %s: %s", self.request.id, exc)
-        return {"status": "rejected", "error": str(exc)}
-    ctx = worker_context(self.app.conf.broker_url)
-    try:
-        outcome = execute_benchmark(job, ctx)
-    except BenchmarkInFlight as exc:
-        raise self.retry(exc=exc, countdown=IN_FLIGHT_RECHECK_S) from None
-    except _transient() as exc:
-        if self.request.retries >= MAX_TRANSIENT_RETRIES:
-            from hpoq.workers.benchmark_job import record_final_failure
+    job = _parse(self, payload, BenchmarkJob)
+    if job is None:
+        return {"status": "rejected"}
 
-            record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
-            raise
-        from hpoq.core.retry import backoff_delay
+    def give_up(job: BenchmarkJob, ctx: WorkerContext, exc: BaseException) -> None:
+        record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
 
-        raise self.retry(
-            exc=exc, countdown=1 + backoff_delay(self.request.retries, 2.0, 60.0)
-        ) from None
-    finally:
-        release_accelerator_memory()
+    _, outcome = _execute(self, job, execute_benchmark, give_up)
     return outcome.to_json()

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from hpoq.core.coordination.budget import Claim
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.fingerprints import study_key_hash
-from hpoq.core.jobs import TrialJob
+from hpoq.core.jobs import JobInFlight, TrialJob
 from hpoq.core.objective import TrialContext, load_objective
 from hpoq.core.optuna_setup import (
     JOB_ID_ATTR,
@@ -36,7 +36,6 @@ from hpoq.core.paths import OutputLayout
 from hpoq.core.tracking import artifact_root, ensure_experiment
 from hpoq.core.trial_record import TrialRecord, write_metrics_file
 from hpoq.core.variants import VariantRef
-from hpoq.errors import HpoqError
 from hpoq.workers.context import WorkerContext, lease_seconds
 from hpoq.workers.deliveries import max_deliveries, record_delivery, root_job_id
 from hpoq.workers.reaper import Reaped, reap_stale_trials
@@ -48,7 +47,7 @@ Status = Literal["completed", "pruned", "failed", "budget_full", "already_done",
 _STATUS_BY_STATE: dict[str, Status] = {"COMPLETE": "completed", "PRUNED": "pruned"}
 
 
-class InFlightElsewhere(HpoqError):
+class InFlightElsewhere(JobInFlight):
     """Raised when another delivery of the same job holds its live claim."""
 
 
