@@ -38,9 +38,20 @@ class Services:
 
 def open_services(runtime: Runtime, *, start_embedded: bool = True) -> Services:
     """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender."""
+    quiet_libraries()
     from hpoq.workers.celery_app import create_app
     from hpoq.workers.context import redis_keys
 
     url, embedded = resolve_redis_url(runtime, start=start_embedded)
     client = connect(url)
     return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)
+
+
+def quiet_libraries() -> None:
+    """Keep MLflow's and Optuna's per-call INFO lines out of the CLI's output."""
+    import os
+
+    import optuna
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
