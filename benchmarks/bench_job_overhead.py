@@ -26,6 +26,7 @@ Targets (2-core machine): overhead p50 <= 100 ms, p95 <= 250 ms.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -70,14 +71,26 @@ class World:
 
         self.runtime = runtime_for(output)
         self.redis = connect(redis_url)
-        self.services = Services(self.runtime, redis_url, self.redis, redis_keys(self.runtime),
-                                 create_app(redis_url), None)  # fmt: skip
+        self.services = Services(
+            self.runtime,
+            redis_url,
+            self.redis,
+            redis_keys(self.runtime),
+            create_app(redis_url),
+            None,
+        )
 
     def submit(self, experiment: Any) -> list[str]:
         from hpoq.producer.submit import Submitter
 
-        results = Submitter(experiment, self.runtime, self.redis, self.services.keys,
-                            self.services.celery, mlflow=self.services.mlflow()).submit()  # fmt: skip
+        results = Submitter(
+            experiment,
+            self.runtime,
+            self.redis,
+            self.services.keys,
+            self.services.celery,
+            mlflow=self.services.mlflow(),
+        ).submit()
         return [job_id for r in results for job_id in r.job_ids]
 
     def enqueue_benchmarks(self, experiment: Any, count: int) -> list[str]:
@@ -95,9 +108,15 @@ class World:
             parts = best.key.split(":")
             parts[3] = f"{parts[3]}-b{i}"
             candidates.append(best.model_copy(update={"key": ":".join(parts)}))
-        report = dispatch(experiment, self.runtime, candidates, mode=RunMode.REUSE_IF_EXISTS,
-                          leases=BenchmarkLeases(self.redis, self.services.keys),
-                          sender=self.services.celery, client=mlflow)  # fmt: skip
+        report = dispatch(
+            experiment,
+            self.runtime,
+            candidates,
+            mode=RunMode.REUSE_IF_EXISTS,
+            leases=BenchmarkLeases(self.redis, self.services.keys),
+            sender=self.services.celery,
+            client=mlflow,
+        )
         return report.job_ids
 
     def close(self) -> None:
@@ -107,18 +126,31 @@ class World:
 def make_experiment(root: Path, name: str, n_trials: int) -> Any:
     from hpoq.config.loader import load_experiment
 
-    return load_experiment(experiment_file(
-        root, name=name, backbones=(name,), n_trials=n_trials, objective=TIMED_OBJECTIVE,
-        benchmark_extra={"runner": TIMED_RUNNER},
-    ))  # fmt: skip
+    return load_experiment(
+        experiment_file(
+            root,
+            name=name,
+            backbones=(name,),
+            n_trials=n_trials,
+            objective=TIMED_OBJECTIVE,
+            benchmark_extra={"runner": TIMED_RUNNER},
+        )
+    )
 
 
-def in_process(world: World, root: Path, name: str, trials: int, benchmarks: int,
-               deadline: Deadline, profile: bool = False) -> dict[str, Any]:  # fmt: skip
+def in_process(
+    world: World,
+    root: Path,
+    name: str,
+    trials: int,
+    benchmarks: int,
+    deadline: Deadline,
+    profile: bool = False,
+) -> dict[str, Any]:
     """Task bodies called one by one in this (warm) process."""
+    import benchmarks.workloads as workloads
     from tests.queue_messages import drain
 
-    import benchmarks.workloads as workloads
     import hpoq.workers.tasks as tasks
 
     experiment = make_experiment(root, name, trials + WARMUP)
@@ -126,20 +158,32 @@ def in_process(world: World, root: Path, name: str, trials: int, benchmarks: int
     queued = drain(world.redis, "hpo")
     _run_queue(queued[:WARMUP], tasks.run_trial, "objective", workloads.RECORDS, deadline)
     with profiled(profile, f"{name}: in-process trial jobs"):
-        trial_rows = _run_queue(queued[WARMUP:], tasks.run_trial, "objective",
-                                workloads.RECORDS, deadline)  # fmt: skip
+        trial_rows = _run_queue(
+            queued[WARMUP:], tasks.run_trial, "objective", workloads.RECORDS, deadline
+        )
     # The benchmark the variant's last trial enqueued is the benchmark path's warm-up.
-    _run_queue(drain(world.redis, "benchmark"), tasks.run_benchmark, "runner",
-               workloads.RECORDS, deadline)  # fmt: skip
+    _run_queue(
+        drain(world.redis, "benchmark"), tasks.run_benchmark, "runner", workloads.RECORDS, deadline
+    )
     world.enqueue_benchmarks(experiment, benchmarks)
     with profiled(profile, f"{name}: in-process benchmark jobs"):
-        bench_rows = _run_queue(drain(world.redis, "benchmark"), tasks.run_benchmark, "runner",
-                                workloads.RECORDS, deadline)  # fmt: skip
+        bench_rows = _run_queue(
+            drain(world.redis, "benchmark"),
+            tasks.run_benchmark,
+            "runner",
+            workloads.RECORDS,
+            deadline,
+        )
     return {"trial": trial_rows, "benchmark": bench_rows}
 
 
-def _run_queue(messages: list[tuple[str, Any]], task: Any, kind: str,
-               records: list[dict[str, Any]], deadline: Deadline) -> list[dict[str, Any]]:  # fmt: skip
+def _run_queue(
+    messages: list[tuple[str, Any]],
+    task: Any,
+    kind: str,
+    records: list[dict[str, Any]],
+    deadline: Deadline,
+) -> list[dict[str, Any]]:
     rows = []
     for task_id, payload in messages:
         deadline.check()
@@ -154,20 +198,35 @@ def _run_queue(messages: list[tuple[str, Any]], task: Any, kind: str,
         inner = [r for r in records[before:] if r["kind"] == kind]
         work = sum(r["seconds"] for r in inner)
         work_cpu = sum(r["cpu"] for r in inner)
-        rows.append({"job_id": task_id, "status": result.result.get("status"), "wall": wall,
-                     "work": work, "overhead": wall - work, "overhead_cpu": cpu - work_cpu,
-                     "variant_complete": bool(result.result.get("variant_complete"))})  # fmt: skip
+        rows.append(
+            {
+                "job_id": task_id,
+                "status": result.result.get("status"),
+                "wall": wall,
+                "work": work,
+                "overhead": wall - work,
+                "overhead_cpu": cpu - work_cpu,
+                "variant_complete": bool(result.result.get("variant_complete")),
+            }
+        )
     return rows
 
 
-def on_worker(world: World, root: Path, output: Path, redis_url: str, trials: int,
-              benchmarks: int, deadline: Deadline) -> dict[str, Any]:  # fmt: skip
+def on_worker(
+    world: World,
+    root: Path,
+    output: Path,
+    redis_url: str,
+    trials: int,
+    benchmarks: int,
+    deadline: Deadline,
+) -> dict[str, Any]:
     """One `hpoq worker` with a full queue; timings recorded inside the worker."""
     records_dir = root / "records"
     records_dir.mkdir(parents=True)
     env = clean_env(output, redis_url, HPOQ_BENCH_RECORD_DIR=str(records_dir))
     experiment = make_experiment(root / "worker", "onworker", trials + WARMUP)
-    with processes([hpoq_worker_argv()], env, root / "logs") as procs:
+    with processes([(hpoq_worker_argv(), env)], root / "logs") as procs:
         wait_ready(world.services.celery, 1, procs, deadline)
         world.submit(experiment)
         # every trial, then the benchmark its variant's last trial enqueues
@@ -183,8 +242,9 @@ def on_worker(world: World, root: Path, output: Path, redis_url: str, trials: in
     }
 
 
-def _wait_tasks(directory: Path, name: str, count: int, procs: list[Any],
-                deadline: Deadline) -> None:  # fmt: skip
+def _wait_tasks(
+    directory: Path, name: str, count: int, procs: list[Any], deadline: Deadline
+) -> None:
     def probe() -> bool:
         if not procs[0].alive():
             raise RuntimeError(f"worker exited:\n{procs[0].tail()}")
@@ -208,21 +268,36 @@ def _task_rows(rows: list[dict[str, Any]], name: str, kind: str) -> list[dict[st
         if job_id in ends and job_id in work:
             wall = ends[job_id]["t"] - start["t"]
             cpu = ends[job_id]["cpu"] - start["cpu"]
-            out.append({"job_id": job_id, "wall": wall, "work": work[job_id][0],
-                        "overhead": wall - work[job_id][0],
-                        "overhead_cpu": cpu - work[job_id][1]})  # fmt: skip
+            out.append(
+                {
+                    "job_id": job_id,
+                    "wall": wall,
+                    "work": work[job_id][0],
+                    "overhead": wall - work[job_id][0],
+                    "overhead_cpu": cpu - work[job_id][1],
+                }
+            )
     return out
 
 
 def _gaps(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Between consecutive trial jobs: task end -> next task start (Celery's hand-off), and
     objective end -> next objective start (what a GPU would sit idle, queue full)."""
-    tasks = sorted((r for r in rows if r["kind"] in ("task_start", "task_end")
-                    and r["name"] == "hpoq.run_trial"), key=lambda r: r["t"])  # fmt: skip
-    handoff = [b["t"] - a["t"] for a, b in zip(tasks, tasks[1:], strict=False)
-               if a["kind"] == "task_end" and b["kind"] == "task_start"]  # fmt: skip
+    tasks = sorted(
+        (
+            r
+            for r in rows
+            if r["kind"] in ("task_start", "task_end") and r["name"] == "hpoq.run_trial"
+        ),
+        key=lambda r: r["t"],
+    )
+    handoff = [
+        b["t"] - a["t"]
+        for a, b in itertools.pairwise(tasks)
+        if a["kind"] == "task_end" and b["kind"] == "task_start"
+    ]
     objectives = sorted((r for r in rows if r["kind"] == "objective"), key=lambda r: r["start"])
-    idle = [b["start"] - a["end"] for a, b in zip(objectives, objectives[1:], strict=False)]
+    idle = [b["start"] - a["end"] for a, b in itertools.pairwise(objectives)]
     return {"handoff": handoff[WARMUP - 1 :], "idle": idle[WARMUP:]}
 
 
@@ -287,10 +362,16 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=None, help="timed trial jobs (150)")
     parser.add_argument("--benchmarks", type=int, default=None, help="timed benchmark jobs (60)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for everything")
-    parser.add_argument("--with-fixes", action="store_true",
-                        help="also measure in-process with the proposed fixes applied")  # fmt: skip
-    parser.add_argument("--profile", action="store_true",
-                        help="pyinstrument call trees of the in-process jobs, on stderr")  # fmt: skip
+    parser.add_argument(
+        "--with-fixes",
+        action="store_true",
+        help="also measure in-process with the proposed fixes applied",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="pyinstrument call trees of the in-process jobs, on stderr",
+    )
     parser.add_argument("--in-process-only", action="store_true", help="skip the worker")
     args = parser.parse_args()
     trials = args.trials or (30 if args.quick else 150)
@@ -306,24 +387,29 @@ def main() -> int:
         set_process_env(clean_env(output, redis_url))  # the task module reads them on import
         world = World(output, redis_url)
         try:
-            say(f"in-process: {trials} trial jobs (+{WARMUP} warm-up), {benches} benchmark "
-                "jobs (+1 warm-up)")  # fmt: skip
-            local = in_process(world, tmp / "inproc", "inproc", trials, benches, deadline,
-                               args.profile)  # fmt: skip
+            say(
+                f"in-process: {trials} trial jobs (+{WARMUP} warm-up), {benches} benchmark "
+                "jobs (+1 warm-up)"
+            )
+            local = in_process(
+                world, tmp / "inproc", "inproc", trials, benches, deadline, args.profile
+            )
             runs["in_process"] = local
             done = [r for r in local["trial"] if r["variant_complete"]]
             completing = round(done[-1]["overhead"] * 1000, 1) if done else None
             if not args.in_process_only:
                 say(f"one warm worker: {trials} trial jobs, {benches} benchmark jobs")
-                remote = on_worker(world, tmp / "onworker", output, redis_url, trials, benches,
-                                   deadline)  # fmt: skip
+                remote = on_worker(
+                    world, tmp / "onworker", output, redis_url, trials, benches, deadline
+                )
                 runs["worker"] = remote
                 gaps = remote["gaps"]
             if args.with_fixes:
                 say("in-process again, with the proposed fixes applied to this process")
                 apply_proposed_fixes(world.runtime.layout.mlflow_db())
-                runs["in_process_fixed"] = in_process(world, tmp / "fixed", "fixed", trials,
-                                                      benches, deadline, args.profile)  # fmt: skip
+                runs["in_process_fixed"] = in_process(
+                    world, tmp / "fixed", "fixed", trials, benches, deadline, args.profile
+                )
         finally:
             world.close()
 
@@ -335,9 +421,11 @@ def main() -> int:
             o, c, w = f["overhead_ms"], f["overhead_cpu_ms"], f["work_ms"]
             if not o["n"]:
                 continue
-            say(f"{where:<16} {kind:<9} overhead {fmt(o)}; CPU p50 {c['p50']:.1f} ms; inside "
+            say(
+                f"{where:<16} {kind:<9} overhead {fmt(o)}; CPU p50 {c['p50']:.1f} ms; inside "
                 f"{w['p50']:.1f} ms p50; first/last fifth p50 {f['first_fifth_p50_ms']}/"
-                f"{f['last_fifth_p50_ms']} ms")  # fmt: skip
+                f"{f['last_fifth_p50_ms']} ms"
+            )
             if where != "in_process_fixed":
                 targets[f"{where}_{kind}_p50_ms"] = target(o["p50"], "<=", 100, " ms")
                 targets[f"{where}_{kind}_p95_ms"] = target(o["p95"], "<=", 250, " ms")

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -114,11 +114,18 @@ def machine() -> dict[str, Any]:
     }
 
 
-def emit(name: str, figures: dict[str, Any], targets: dict[str, dict[str, Any]],
-         **extra: Any) -> None:  # fmt: skip
+def emit(
+    name: str, figures: dict[str, Any], targets: dict[str, dict[str, Any]], **extra: Any
+) -> None:
     """The last line of every script: one JSON document for machines."""
-    doc = {"benchmark": name, "machine": machine(), "figures": figures, "targets": targets,
-           "all_met": all(t["met"] for t in targets.values()), **extra}  # fmt: skip
+    doc = {
+        "benchmark": name,
+        "machine": machine(),
+        "figures": figures,
+        "targets": targets,
+        "all_met": all(t["met"] for t in targets.values()),
+        **extra,
+    }
     print(json.dumps(doc, sort_keys=False, default=str), flush=True)
 
 
@@ -188,8 +195,14 @@ def clean_env(output: Path, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a worker: only this run's Redis and output; nothing inherited."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPOQ_", "MLFLOW_"))}
     path = [str(REPO), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
-    env.update(HPOQ_REDIS_URL=redis_url, HPOQ_OUTPUT_DIR=str(output), HPOQ_PLATFORM="local",
-               PYTHONUNBUFFERED="1", PYTHONPATH=os.pathsep.join(path), **extra)  # fmt: skip
+    env.update(
+        HPOQ_REDIS_URL=redis_url,
+        HPOQ_OUTPUT_DIR=str(output),
+        HPOQ_PLATFORM="local",
+        PYTHONUNBUFFERED="1",
+        PYTHONPATH=os.pathsep.join(path),
+        **extra,
+    )
     return env
 
 
@@ -207,8 +220,9 @@ class Process:
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
-            self.popen = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True)  # fmt: skip
+            self.popen = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     @property
     def pid(self) -> int:
@@ -220,10 +234,8 @@ class Process:
     def stop(self, grace_s: float = 15.0) -> None:
         if self.popen.poll() is None:
             _killpg(self.popen.pid, signal.SIGTERM)
-            try:
+            with suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
         _killpg(self.popen.pid, signal.SIGKILL)  # pool children left behind, if any
         if self.popen.poll() is None:
             self.popen.wait(timeout=10)
@@ -233,24 +245,34 @@ class Process:
 
 
 def _killpg(pgid: int, sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def hpoq_worker_argv(queues: str = "hpo,benchmark", loglevel: str = "WARNING") -> list[str]:
     """`hpoq worker` exactly as `hpoq run` and the integration tests start it."""
-    return [sys.executable, "-m", "hpoq.producer", "worker", "--queues", queues,
-            "--loglevel", loglevel]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "hpoq.producer",
+        "worker",
+        "--queues",
+        queues,
+        "--loglevel",
+        loglevel,
+    ]
 
 
 @contextmanager
-def processes(argvs: list[list[str]], env: dict[str, str], log_dir: Path) -> Iterator[list[Process]]:
+def processes(
+    commands: list[tuple[list[str], dict[str, str]]], log_dir: Path, names: list[str] | None = None
+) -> Iterator[list[Process]]:
+    """Start (argv, env) pairs; every one is stopped on the way out, whatever happens."""
     started: list[Process] = []
     try:
-        for i, argv in enumerate(argvs):
-            started.append(Process(argv, env, log_dir / f"proc-{i}.log"))
+        for i, (argv, env) in enumerate(commands):
+            name = names[i] if names else f"proc-{i}"
+            started.append(Process(argv, env, log_dir / f"{name}.log"))
         yield started
     finally:
         for proc in started:

@@ -51,8 +51,15 @@ def objective(trial: Any, backbone: Any, data: Any, context: Any) -> float:
     start = time.perf_counter()
     value = cheap_objective(trial, backbone, data, context)
     seconds = time.perf_counter() - start
-    record("objective", job_id=_job_id(trial), trial=trial.number, start=wall,
-           end=wall + seconds, seconds=seconds, cpu=time.process_time() - cpu)  # fmt: skip
+    record(
+        "objective",
+        job_id=_job_id(trial),
+        trial=trial.number,
+        start=wall,
+        end=wall + seconds,
+        seconds=seconds,
+        cpu=time.process_time() - cpu,
+    )
     return float(value)
 
 
@@ -70,21 +77,37 @@ def sleep_objective(trial: Any, backbone: Any, data: Any, context: Any) -> float
     time.sleep(planned)
     value = cheap_objective(trial, backbone, data, context)
     seconds = time.perf_counter() - start
-    record("objective", job_id=_job_id(trial), trial=trial.number, backbone=backbone.name,
-           planned=planned, start=wall, end=wall + seconds, seconds=seconds,
-           cpu=time.process_time() - cpu)  # fmt: skip
+    record(
+        "objective",
+        job_id=_job_id(trial),
+        trial=trial.number,
+        backbone=backbone.name,
+        planned=planned,
+        start=wall,
+        end=wall + seconds,
+        seconds=seconds,
+        cpu=time.process_time() - cpu,
+    )
     return float(value)
 
 
-def run_inference_benchmark(checkpoint_dir: Any, data: Any, data_dir: Any, benchmark: Any,
-                            device: str | None = None) -> Any:  # fmt: skip
+def run_inference_benchmark(
+    checkpoint_dir: Any, data: Any, data_dir: Any, benchmark: Any, device: str | None = None
+) -> Any:
     wall = time.time()
     cpu = time.process_time()
     start = time.perf_counter()
     result = cheap_runner(checkpoint_dir, data, data_dir, benchmark, device)
     seconds = time.perf_counter() - start
-    record("runner", job_id=_current_task["id"], checkpoint=str(checkpoint_dir), start=wall,
-           end=wall + seconds, seconds=seconds, cpu=time.process_time() - cpu)  # fmt: skip
+    record(
+        "runner",
+        job_id=_current_task["id"],
+        checkpoint=str(checkpoint_dir),
+        start=wall,
+        end=wall + seconds,
+        seconds=seconds,
+        cpu=time.process_time() - cpu,
+    )
     return result
 
 
@@ -93,13 +116,23 @@ def _connect_task_signals() -> None:
 
     def prerun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
         _current_task["id"] = task_id
-        record("task_start", job_id=task_id, name=getattr(task, "name", None), t=time.time(),
-               cpu=time.process_time())  # fmt: skip
+        record(
+            "task_start",
+            job_id=task_id,
+            name=getattr(task, "name", None),
+            t=time.time(),
+            cpu=time.process_time(),
+        )
 
-    def postrun(task_id: str | None = None, task: Any = None, state: Any = None,
-                **_: Any) -> None:  # fmt: skip
-        record("task_end", job_id=task_id, name=getattr(task, "name", None), state=state,
-               t=time.time(), cpu=time.process_time())  # fmt: skip
+    def postrun(task_id: str | None = None, task: Any = None, state: Any = None, **_: Any) -> None:
+        record(
+            "task_end",
+            job_id=task_id,
+            name=getattr(task, "name", None),
+            state=state,
+            t=time.time(),
+            cpu=time.process_time(),
+        )
         _current_task["id"] = None
 
     task_prerun.connect(prerun, weak=False)

@@ -37,6 +37,20 @@ def _shrink(config: Path) -> Path:
     return config / "experiment" / "smoke.yaml"
 
 
+def _processes_for(output: Path) -> list[int]:
+    """Processes started for this output directory (workers carry it in their environment)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("HPOQ_OUTPUT_DIR") == str(output):
+                found.append(proc.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def _run(path: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
     result = subprocess.run(
         [sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
@@ -96,3 +110,42 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
         )
         == 1
     )
+
+
+def test_ctrl_c_stops_the_workers_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from tests.factories import write_experiment
+    from tests.integration.cluster import wait_for
+
+    path = write_experiment(tmp_path, n_trials=3)
+    output = tmp_path / "out"
+    env = cluster_env(output, "", HPOQ_CHEAP_OBJECTIVE_SLEEP="1.5")
+    env.pop("HPOQ_REDIS_URL")
+    proc = subprocess.Popen([sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    experiment = load_experiment(path)
+    runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
+    ref = VariantRef("tiny", 1, "hpo_tiny")
+
+    def running() -> list[optuna.trial.FrozenTrial]:
+        study = runtime.study_store(experiment.hpo.checkpoint).load(ref)
+        states = (optuna.trial.TrialState.RUNNING,)
+        return [] if study is None else study.get_trials(states=states)
+
+    wait_for(running, 120, "a running trial")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err.decode()[-2000:]
+    time.sleep(1)
+    assert running() == []  # the job in hand finished: nothing left RUNNING
+    assert _processes_for(output) == []  # workers and the embedded Redis are gone
+
+    resumed = _run(path, env)
+    assert resumed["plan"][0]["action"] == "continued"
+    study = runtime.study_store(experiment.hpo.checkpoint).load(ref)
+    assert study is not None
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+    assert running() == []
+    assert [b["status"] for b in resumed["benchmarks"]] == ["measured"]

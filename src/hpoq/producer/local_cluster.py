@@ -60,10 +60,11 @@ class LocalWorkers:
         return sum(1 for p in self.processes if p.poll() is None)
 
     def stop(self, grace_s: float = 30.0) -> None:
-        """SIGTERM (Celery's warm shutdown finishes the job in hand), then SIGKILL."""
+        """SIGTERM to each worker's main process (Celery's warm shutdown: the pool child
+        finishes the job in hand), then SIGKILL to the whole group after `grace_s`."""
         for proc in self.processes:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for proc in self.processes:
             try:

@@ -28,6 +28,7 @@ from hpoq.core.variants import VariantRef, base_study_name, variant_study_name
 from hpoq.errors import InputError, ServiceError
 
 if TYPE_CHECKING:
+    import optuna
     import redis
     from celery import Celery
     from mlflow.tracking import MlflowClient
@@ -105,6 +106,8 @@ class Submitter:
         complete = False
         if latest is not None:
             study = self.store.load(latest)
+            if study is not None:
+                self._reap(study, latest)
             complete = study is not None and count_finished(study) >= hpo.n_trials
         action = decide(
             mode,
@@ -122,6 +125,22 @@ class Submitter:
         job_ids = self._enqueue_missing(ref)
         return SubmitResult(
             backbone, ref.study_name, ref.variant, action.value, len(job_ids), job_ids
+        )
+
+    def _reap(self, study: optuna.Study, ref: VariantRef) -> None:
+        """Fail the trials of workers that died (their claims lapsed) before counting, so a
+        stopped sweep never leaves a trial RUNNING forever."""
+        from hpoq.workers.context import lease_seconds
+        from hpoq.workers.reaper import reap_stale_trials
+
+        reap_stale_trials(
+            study,
+            study_key_hash(ref.backbone, ref.study_name),
+            self.budget,
+            grace_s=self.experiment.hpo.stale_trial_grace_seconds,
+            min_age_s=lease_seconds(),
+            mlflow=self.mlflow,
+            error_tag=self.experiment.tags.benchmark.error,
         )
 
     def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:
