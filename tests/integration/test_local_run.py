@@ -123,8 +123,12 @@ def test_ctrl_c_stops_the_workers_cleanly_and_the_next_run_resumes(tmp_path: Pat
     output = tmp_path / "out"
     env = cluster_env(output, "", HPOQ_CHEAP_OBJECTIVE_SLEEP="1.5")
     env.pop("HPOQ_REDIS_URL")
-    proc = subprocess.Popen([sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpoq.producer", "run", str(path), "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     experiment = load_experiment(path)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
     ref = VariantRef("tiny", 1, "hpo_tiny")
