@@ -49,11 +49,17 @@ from common import (
 )
 
 ABLATIONS: dict[str, dict[str, Any]] = {
+    # every event and the STARTED state off
     "hpoq_no_events": {
         "task_send_sent_event": False,
         "worker_send_task_events": False,
         "task_track_started": False,
     },
+    # one setting off at a time
+    "hpoq_no_worker_events": {"worker_send_task_events": False},
+    "hpoq_no_track_started": {"task_track_started": False},
+    "hpoq_no_sent_event": {"task_send_sent_event": False},
+    # ack on receipt with Celery's default prefetch, events on
     "hpoq_early_ack": {"task_acks_late": False, "worker_prefetch_multiplier": 4},
 }
 
@@ -74,7 +80,7 @@ class Variant:
         else:
             self.app = noop.build_app(redis_url, self.overrides)
             self.task = noop.NOOP_TASK
-            self.queue = "hpo" if not self.overrides else f"hpo-{name}"
+            self.queue = f"noop-{name}"
 
     def argv(self) -> list[str]:
         from hpoq.producer.commands.worker_cmd import worker_argv
@@ -157,6 +163,43 @@ def trial_payload(root: Path) -> dict[str, Any]:
     return job.to_payload()
 
 
+def parse_cost(payload: dict[str, Any], count: int = 300) -> dict[str, Any]:
+    """What `parse_job` (pydantic validation of the whole experiment) costs per job."""
+    from hpoq.core.jobs import TrialJob, parse_job
+
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        parse_job(payload, TrialJob)
+        times.append(time.perf_counter() - start)
+    return summary(times, 1000, 3)
+
+
+def submit_rate(root: Path, redis_url: str, count: int) -> dict[str, float]:
+    """`hpoq submit` of one variant with `count` trials: the producer's whole path (plan,
+    study, budget bookkeeping under its lock, one send per job) on queue `hpo`, which no
+    worker of this script reads."""
+    from common import runtime_for
+    from hpoq.config.loader import load_experiment
+    from hpoq.core.coordination.connection import connect
+    from hpoq.producer.submit import Submitter
+    from hpoq.workers.celery_app import create_app
+    from hpoq.workers.context import redis_keys
+
+    experiment = load_experiment(experiment_file(root, name="submit", n_trials=count))
+    runtime = runtime_for(root / "out")
+    client, app = connect(redis_url), create_app(redis_url)
+    try:
+        start = time.perf_counter()
+        [result] = Submitter(experiment, runtime, client, redis_keys(runtime), app).submit()
+        seconds = time.perf_counter() - start
+    finally:
+        client.close()
+        app.close()
+    assert result.trials_enqueued == count, result
+    return {"jobs": count, "seconds": round(seconds, 3), "jobs_per_s": round(count / seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="200 round trips, bursts of 200")
@@ -173,6 +216,12 @@ def main() -> int:
 
     with temp_dir("dispatch") as tmp, private_redis(tmp) as redis_url:
         payload = trial_payload(tmp / "exp")
+        parse = parse_cost(payload)
+        submit = submit_rate(tmp / "submit", redis_url, burst)
+        say(
+            f"parse_job of a TrialJob: {fmt(parse)}; hpoq submit of {burst} trial jobs: "
+            f"{submit['seconds']} s ({submit['jobs_per_s']} jobs/s)"
+        )
         specs: dict[str, dict[str, Any] | None] = {"hpoq": {}, "bare": None}
         if args.ablate:
             specs.update(ABLATIONS)
@@ -207,6 +256,8 @@ def main() -> int:
         "jobs": jobs,
         "burst": burst,
         "payload_bytes": len(json.dumps(payload)),
+        "parse_job_ms": parse,
+        "submit": submit,
     }
     for v in variants:
         rates = bursts[v.name]

@@ -174,7 +174,9 @@ def in_process(
             workloads.RECORDS,
             deadline,
         )
-    return {"trial": trial_rows, "benchmark": bench_rows}
+    done = [r for r in trial_rows if r["variant_complete"]]
+    completing = round(done[-1]["overhead"] * 1000, 1) if done else None
+    return {"trial": trial_rows, "benchmark": bench_rows, "completing": completing}
 
 
 def _run_queue(
@@ -220,11 +222,12 @@ def on_worker(
     trials: int,
     benchmarks: int,
     deadline: Deadline,
+    extra_env: dict[str, str],
 ) -> dict[str, Any]:
     """One `hpoq worker` with a full queue; timings recorded inside the worker."""
     records_dir = root / "records"
     records_dir.mkdir(parents=True)
-    env = clean_env(output, redis_url, HPOQ_BENCH_RECORD_DIR=str(records_dir))
+    env = clean_env(output, redis_url, HPOQ_BENCH_RECORD_DIR=str(records_dir), **extra_env)
     experiment = make_experiment(root / "worker", "onworker", trials + WARMUP)
     with processes([(hpoq_worker_argv(), env)], root / "logs") as procs:
         wait_ready(world.services.celery, 1, procs, deadline)
@@ -302,58 +305,74 @@ def _gaps(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 def figures_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Overhead (wall, CPU), the work inside, and the growth: overhead p50 of the first
-    and the last fifth of the jobs (the variant's record grows by one trial per job)."""
+    """Overhead (wall, CPU), the work inside, and the growth as the variant's record grows
+    by one trial per job: overhead p50 of the first and the last fifth of the jobs, and the
+    least-squares slope of the CPU overhead per 100 jobs (steadier than wall time here)."""
     fifth = max(1, len(rows) // 5)
+    cpu = [r["overhead_cpu"] * 1000 for r in rows]
     return {
         "overhead_ms": summary([r["overhead"] for r in rows], 1000),
         "overhead_cpu_ms": summary([r["overhead_cpu"] for r in rows], 1000),
         "work_ms": summary([r["work"] for r in rows], 1000),
         "first_fifth_p50_ms": summary([r["overhead"] for r in rows[:fifth]], 1000).get("p50"),
         "last_fifth_p50_ms": summary([r["overhead"] for r in rows[-fifth:]], 1000).get("p50"),
+        "cpu_slope_ms_per_100_jobs": round(slope(cpu) * 100, 2) if len(cpu) > 2 else None,
     }
 
 
-def apply_proposed_fixes(mlflow_db: Path) -> None:
-    """The fixes proposed in README.md, applied to this process only, to measure them:
+def slope(values: list[float]) -> float:
+    n = len(values)
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    num = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    return num / sum((i - mean_x) ** 2 for i in range(n))
 
-    1. hpoq/core/tracking.py make_client: switch a new SQLite store to WAL journaling
-       (PRAGMA journal_mode=WAL is stored in the file, so this is done once);
-    2. hpoq/workers/context.py WorkerContext.study_store: one StudyStore per checkpoint
-       config for the life of the worker, so a file journal is replayed incrementally
-       instead of from the start on every job;
-    3. hpoq/core/tracking.py ensure_experiment: experiment ids cached per (client, name).
-    """
-    import sqlite3
 
-    import hpoq.core.tracking as tracking
-    import hpoq.workers.context as context
-    import hpoq.workers.trial_runner as trial_runner
+def measure(
+    root: Path,
+    redis_url: str,
+    trials: int,
+    benches: int,
+    deadline: Deadline,
+    *,
+    fixes: bool,
+    worker: bool,
+    profile: bool,
+) -> dict[str, Any]:
+    """In-process, then on one worker, in a fresh output directory; with `fixes`, the
+    store is switched to WAL first and both sides run with the proposed fixes."""
+    import benchmarks.proposed_fixes as proposed
 
-    with sqlite3.connect(mlflow_db) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
+    from hpoq.core.tracking import make_client
 
-    stores: dict[tuple[int, str], Any] = {}
-    original_store = context.WorkerContext.study_store
+    output = root / "out"
+    extra = {proposed.FIXES_ENV: "1"} if fixes else {}
+    set_process_env(clean_env(output, redis_url, **extra))  # the task module reads these
+    import hpoq.workers.tasks as tasks
 
-    def study_store(self: Any, checkpoint: Any) -> Any:
-        key = (id(self), checkpoint.model_dump_json())
-        if key not in stores:
-            stores[key] = original_store(self, checkpoint)
-        return stores[key]
-
-    ids: dict[tuple[int, str], str] = {}
-    original_ensure = tracking.ensure_experiment
-
-    def ensure_experiment(client: Any, name: str, artifact_location: str | None) -> str:
-        key = (id(client), name)
-        if key not in ids:
-            ids[key] = original_ensure(client, name, artifact_location)
-        return ids[key]
-
-    context.WorkerContext.study_store = study_store  # type: ignore[method-assign]
-    tracking.ensure_experiment = ensure_experiment
-    trial_runner.ensure_experiment = ensure_experiment  # type: ignore[attr-defined]
+    tasks._context = None  # a new output directory: the next job builds a new context
+    world = World(output, redis_url)
+    runs: dict[str, Any] = {}
+    try:
+        if fixes:
+            make_client(world.runtime.mlflow_uri())  # creates the store, as a worker would
+            proposed.enable_wal(world.runtime.layout.mlflow_db())
+            proposed.apply()
+        label = "fixed" if fixes else "as is"
+        say(
+            f"[{label}] in-process: {trials} trial jobs (+{WARMUP} warm-up), {benches} "
+            "benchmark jobs (+1 warm-up)"
+        )
+        runs["in_process"] = in_process(
+            world, root / "inproc", "inproc", trials, benches, deadline, profile
+        )
+        if worker:
+            say(f"[{label}] one warm worker: {trials} trial jobs, {benches} benchmark jobs")
+            runs["worker"] = on_worker(
+                world, root / "onworker", output, redis_url, trials, benches, deadline, extra
+            )
+    finally:
+        world.close()
+    return runs
 
 
 def main() -> int:
@@ -365,7 +384,7 @@ def main() -> int:
     parser.add_argument(
         "--with-fixes",
         action="store_true",
-        help="also measure in-process with the proposed fixes applied",
+        help="measure again with the fixes proposed in README.md (benchmarks/proposed_fixes.py)",
     )
     parser.add_argument(
         "--profile",
@@ -380,38 +399,20 @@ def main() -> int:
     deadline = Deadline(args.timeout, "bench_job_overhead")
 
     runs: dict[str, dict[str, Any]] = {}
-    gaps: dict[str, list[float]] = {"handoff": [], "idle": []}
-    completing = None
     with temp_dir("overhead") as tmp, private_redis(tmp) as redis_url:
-        output = tmp / "out"
-        set_process_env(clean_env(output, redis_url))  # the task module reads them on import
-        world = World(output, redis_url)
-        try:
-            say(
-                f"in-process: {trials} trial jobs (+{WARMUP} warm-up), {benches} benchmark "
-                "jobs (+1 warm-up)"
+        for fixes in (False, True) if args.with_fixes else (False,):
+            measured = measure(
+                tmp / ("fixed" if fixes else "base"),
+                redis_url,
+                trials,
+                benches,
+                deadline,
+                fixes=fixes,
+                worker=not args.in_process_only,
+                profile=args.profile,
             )
-            local = in_process(
-                world, tmp / "inproc", "inproc", trials, benches, deadline, args.profile
-            )
-            runs["in_process"] = local
-            done = [r for r in local["trial"] if r["variant_complete"]]
-            completing = round(done[-1]["overhead"] * 1000, 1) if done else None
-            if not args.in_process_only:
-                say(f"one warm worker: {trials} trial jobs, {benches} benchmark jobs")
-                remote = on_worker(
-                    world, tmp / "onworker", output, redis_url, trials, benches, deadline
-                )
-                runs["worker"] = remote
-                gaps = remote["gaps"]
-            if args.with_fixes:
-                say("in-process again, with the proposed fixes applied to this process")
-                apply_proposed_fixes(world.runtime.layout.mlflow_db())
-                runs["in_process_fixed"] = in_process(
-                    world, tmp / "fixed", "fixed", trials, benches, deadline, args.profile
-                )
-        finally:
-            world.close()
+            for where, data in measured.items():
+                runs[f"{where}_fixed" if fixes else where] = data
 
     figures: dict[str, Any] = {"trials": trials, "benchmarks": benches}
     targets: dict[str, dict[str, Any]] = {}
@@ -424,18 +425,23 @@ def main() -> int:
             say(
                 f"{where:<16} {kind:<9} overhead {fmt(o)}; CPU p50 {c['p50']:.1f} ms; inside "
                 f"{w['p50']:.1f} ms p50; first/last fifth p50 {f['first_fifth_p50_ms']}/"
-                f"{f['last_fifth_p50_ms']} ms"
+                f"{f['last_fifth_p50_ms']} ms; CPU slope {f['cpu_slope_ms_per_100_jobs']} "
+                "ms/100 jobs"
             )
-            if where != "in_process_fixed":
+            if not where.endswith("_fixed"):
                 targets[f"{where}_{kind}_p50_ms"] = target(o["p50"], "<=", 100, " ms")
                 targets[f"{where}_{kind}_p95_ms"] = target(o["p95"], "<=", 250, " ms")
-    figures["in_process_completing_trial_overhead_ms"] = completing
-    figures["worker_handoff_gap_ms"] = summary(gaps["handoff"], 1000)
-    figures["worker_idle_gap_ms"] = summary(gaps["idle"], 1000)
-    say(f"the trial that completes its variant (enqueues the benchmark): {completing} ms overhead")
-    if gaps["idle"]:
-        say(f"worker: task end -> next task start {fmt(figures['worker_handoff_gap_ms'])}")
-        say(f"worker: objective end -> next objective start {fmt(figures['worker_idle_gap_ms'])}")
+        if "completing" in data:
+            figures[f"{where}_completing_trial_overhead_ms"] = data["completing"]
+            say(
+                f"{where}: the trial that completes its variant (and enqueues its benchmark): "
+                f"{data['completing']} ms overhead"
+            )
+        if "gaps" in data:
+            handoff = figures[f"{where}_handoff_gap_ms"] = summary(data["gaps"]["handoff"], 1000)
+            idle = figures[f"{where}_idle_gap_ms"] = summary(data["gaps"]["idle"], 1000)
+            say(f"{where}: task end -> next task start {fmt(handoff)}")
+            say(f"{where}: objective end -> next objective start {fmt(idle)}")
     say(verdict(targets))
     emit("job_overhead", figures, targets)
     return 0

@@ -8,23 +8,17 @@ storage per study.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hpoq.redaction import redact_url
+
+__all__ = ["Settings", "load_settings", "redact_url"]
+
+
 # The password runs to the LAST '@' of the authority (urllib and redis-py split there).
-_URL_PASSWORD = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^/\s]*)@"
-)
-
-
-def redact_url(url: str) -> str:
-    """Hide the password part of every URL in `url` (scheme://user:secret@host -> user:***)."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
-
-
 class Settings(BaseSettings):
     """hpoq's environment. Secrets are SecretStr so they never print by accident."""
 

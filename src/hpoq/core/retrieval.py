@@ -38,7 +38,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from hpoq.config.base import Direction
 from hpoq.config.experiment import Experiment
 from hpoq.config.selection import SelectionScope
-from hpoq.config.settings import redact_url
 from hpoq.core.fingerprints import trial_key_hash
 from hpoq.core.mlflow_queries import (
     find_best_run_by_metric,
@@ -51,6 +50,7 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.trial_record import METRICS_FILE, STAGE_HPO, TrialRecord
 from hpoq.core.variants import base_study_name, find_study_variants
 from hpoq.errors import InputError
+from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

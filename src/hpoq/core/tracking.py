@@ -11,9 +11,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpoq.config.settings import Settings, redact_url
+from hpoq.config.settings import Settings
 from hpoq.core.paths import OutputLayout
 from hpoq.errors import ServiceError
+from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -7,11 +7,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from hpoq.config.settings import redact_url
 from hpoq.config.tags import TagsRegistry
 from hpoq.core.paths import OutputLayout
 from hpoq.core.studies import StudyStore
 from hpoq.core.variants import find_existing_variants
+from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from hpoq.config.settings import redact_url
 from hpoq.errors import HpoqError, InputError
+from hpoq.redaction import redact_url
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

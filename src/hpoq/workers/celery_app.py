@@ -5,7 +5,11 @@
 - acks_late with reject_on_worker_lost: a job whose worker dies is delivered again; the
   job's own idempotency (trial budget, benchmark lease) makes that redelivery harmless.
 - visibility_timeout above the longest job, so Redis does not hand a running job to a
-  second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h).
+  second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h). Workers sweep for messages past
+  it every few seconds (kombu's own default is every 100 s), so a job whose worker died
+  comes back soon after the timeout.
+- rediss:// without `ssl_cert_reqs` verifies the server certificate (CERT_REQUIRED), as
+  redis-py does; Celery would otherwise refuse the URL.
 - events on, for Flower and `hpoq status`.
 
 This module imports neither torch nor the task code: the producer uses it to send jobs by
@@ -15,6 +19,8 @@ name. Workers load `hpoq.workers.tasks` through `include`.
 from __future__ import annotations
 
 import os
+import ssl
+from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
@@ -28,10 +34,26 @@ def visibility_timeout_s() -> int:
     return int(os.environ.get("HPOQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S))
 
 
+def restore_interval_s(visibility_timeout: int) -> int:
+    """Seconds between sweeps for unacknowledged messages past the visibility timeout."""
+    return max(1, min(10, visibility_timeout // 4))
+
+
+def _tls_defaults(redis_url: str) -> dict[str, int] | None:
+    """Certificate checks for a rediss:// URL that does not choose them itself."""
+    parts = urlsplit(redis_url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
 def create_app(redis_url: str) -> Celery:
     app = Celery("hpoq", broker=redis_url, backend=redis_url, include=["hpoq.workers.tasks"])
+    visibility = visibility_timeout_s()
     transport = {
-        "visibility_timeout": visibility_timeout_s(),
+        "visibility_timeout": visibility,
+        "unacked_restore_interval": restore_interval_s(visibility),
+        "unacked_restore_throttle": 1,
         # Redis restarts: keep retrying instead of dying, workers reconnect on their own.
         "max_retries": None,
         "socket_keepalive": True,
@@ -66,4 +88,7 @@ def create_app(redis_url: str) -> Celery:
         },
         enable_utc=True,
     )
+    tls = _tls_defaults(redis_url)
+    if tls is not None:
+        app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
     return app

@@ -31,7 +31,7 @@ def storage_identity(runtime: Runtime) -> str:
     """What makes two processes share studies: the shared storage URL, else the output dir."""
     shared = runtime.settings.optuna_storage
     if shared is not None:
-        from hpoq.config.settings import redact_url
+        from hpoq.redaction import redact_url
 
         return redact_url(shared.get_secret_value())
     return f"{runtime.layout.root}/{runtime.layout.platform}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from hpoq.config.settings import redact_url
 from hpoq.errors import ServiceError
+from hpoq.redaction import redact_url
 
 
 def connect(url: str, *, timeout_s: float = 5.0) -> redis.Redis:
