@@ -13,21 +13,22 @@ Side by side in one run:
 - one real warm worker (`hpoq worker`: prefork, concurrency 1) fed a full queue: the task
   body's wall time from Celery's task_prerun/task_postrun signals, the objective's own
   time, and the gaps between jobs (what a GPU would wait);
-- with --with-fixes, the in-process run again with the fixes proposed in README.md
-  applied to this process only (src/ is not changed): SQLite WAL for the MLflow store, one
-  study store per worker context, experiment ids cached per client.
+- with --with-fixes, both again in a fresh output directory with the fixes proposed in
+  README.md applied at run time (benchmarks/proposed_fixes.py; src/ is not changed): SQLite
+  WAL for the MLflow store, one study store per worker context, experiment ids cached.
+With --profile, pyinstrument call trees of the in-process jobs go to stderr.
 
     python benchmarks/bench_job_overhead.py [--quick] [--trials N] [--benchmarks N]
         [--with-fixes] [--profile] [--in-process-only]
 
-Targets (2-core machine): overhead p50 <= 100 ms, p95 <= 250 ms.
+Targets (2-core machine): overhead p50 <= 100 ms, p95 <= 250 ms, and p50 <= 100 ms still
+for the last fifth of the jobs (the cost must stay small as the record grows).
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,12 +41,12 @@ from common import (
     emit,
     experiment_file,
     fmt,
-    handle_signals,
     hpoq_worker_argv,
     private_redis,
     processes,
     profiled,
     read_records,
+    run,
     runtime_for,
     say,
     set_process_env,
@@ -146,6 +147,7 @@ def in_process(
     benchmarks: int,
     deadline: Deadline,
     profile: bool = False,
+    label: str = "",
 ) -> dict[str, Any]:
     """Task bodies called one by one in this (warm) process."""
     import benchmarks.workloads as workloads
@@ -157,7 +159,7 @@ def in_process(
     world.submit(experiment)
     queued = drain(world.redis, "hpo")
     _run_queue(queued[:WARMUP], tasks.run_trial, "objective", workloads.RECORDS, deadline)
-    with profiled(profile, f"{name}: in-process trial jobs"):
+    with profiled(profile, f"[{label}] in-process trial jobs"):
         trial_rows = _run_queue(
             queued[WARMUP:], tasks.run_trial, "objective", workloads.RECORDS, deadline
         )
@@ -166,7 +168,7 @@ def in_process(
         drain(world.redis, "benchmark"), tasks.run_benchmark, "runner", workloads.RECORDS, deadline
     )
     world.enqueue_benchmarks(experiment, benchmarks)
-    with profiled(profile, f"{name}: in-process benchmark jobs"):
+    with profiled(profile, f"[{label}] in-process benchmark jobs"):
         bench_rows = _run_queue(
             drain(world.redis, "benchmark"),
             tasks.run_benchmark,
@@ -363,7 +365,7 @@ def measure(
             "benchmark jobs (+1 warm-up)"
         )
         runs["in_process"] = in_process(
-            world, root / "inproc", "inproc", trials, benches, deadline, profile
+            world, root / "inproc", "inproc", trials, benches, deadline, profile, label
         )
         if worker:
             say(f"[{label}] one warm worker: {trials} trial jobs, {benches} benchmark jobs")
@@ -395,7 +397,6 @@ def main() -> int:
     args = parser.parse_args()
     trials = args.trials or (30 if args.quick else 150)
     benches = args.benchmarks or (10 if args.quick else 60)
-    handle_signals()
     deadline = Deadline(args.timeout, "bench_job_overhead")
 
     runs: dict[str, dict[str, Any]] = {}
@@ -431,6 +432,9 @@ def main() -> int:
             if not where.endswith("_fixed"):
                 targets[f"{where}_{kind}_p50_ms"] = target(o["p50"], "<=", 100, " ms")
                 targets[f"{where}_{kind}_p95_ms"] = target(o["p95"], "<=", 250, " ms")
+                # "and stay small as the record grows": the newest jobs meet the p50 too
+                last = f["last_fifth_p50_ms"]
+                targets[f"{where}_{kind}_last_fifth_p50_ms"] = target(last, "<=", 100, " ms")
         if "completing" in data:
             figures[f"{where}_completing_trial_overhead_ms"] = data["completing"]
             say(
@@ -448,4 +452,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

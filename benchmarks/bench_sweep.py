@@ -14,8 +14,11 @@ cheap objective (benchmarks/workloads.py:sleep_objective).
 - gaps per worker: objective end -> next objective start (what a GPU would sit idle),
   and Celery task end -> next task start (the queue's hand-off alone).
 
+With --with-fixes, a second sweep (fresh workers and output) runs with the fixes proposed
+in README.md applied inside the workers (benchmarks/proposed_fixes.py).
+
     python benchmarks/bench_sweep.py [--quick] [--jobs 40] [--workers 4] [--longest 5]
-        [--shortest 0.5]
+        [--shortest 0.5] [--with-fixes]
 
 Targets: makespan / ideal <= 1.05; gap p50 < 50 ms.
 """
@@ -26,7 +29,6 @@ import argparse
 import heapq
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,12 +41,12 @@ from common import (
     emit,
     experiment_file,
     fmt,
-    handle_signals,
     hpoq_worker_argv,
     private_redis,
     processes,
     ratio,
     read_records,
+    run,
     runtime_for,
     say,
     summary,
@@ -161,60 +163,89 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--longest", type=float, default=5.0)
     parser.add_argument("--shortest", type=float, default=0.5)
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--with-fixes",
+        action="store_true",
+        help="a second sweep with the fixes proposed in README.md (benchmarks/proposed_fixes.py)",
+    )
     args = parser.parse_args()
-    handle_signals()
     deadline = Deadline(args.timeout, "bench_sweep")
     plan = durations(args.jobs, args.longest, args.shortest)
 
+    results: dict[str, dict[str, Any]] = {}
     with temp_dir("sweep") as tmp, private_redis(tmp) as redis_url:
-        from hpoq.workers.celery_app import create_app
+        for fixes in (False, True) if args.with_fixes else (False,):
+            label = "fixed" if fixes else "as_is"
+            rows, began, warm_pids = one_sweep(
+                tmp / label, redis_url, plan, args.workers, deadline, fixes
+            )
+            results[label] = analyse(rows, began, args.workers)
+            results[label]["warm_workers"] = len(warm_pids)
 
-        output, records = tmp / "out", tmp / "records"
-        records.mkdir()
-        table = {"sweep": plan, "warm": [WARM_SECONDS] * WARM_JOBS}
-        env = clean_env(
-            output,
-            redis_url,
-            HPOQ_BENCH_RECORD_DIR=str(records),
-            HPOQ_BENCH_DURATIONS=json.dumps(table),
+    for label, f in results.items():
+        say(
+            f"[{label}] makespan {f['makespan_s']} s; ideal (sum of sleeps / {args.workers}) "
+            f"{f['ideal_s']} s -> x{f['makespan_over_ideal']}; zero-overhead greedy schedule of "
+            f"the same order {f['greedy_no_overhead_s']} s -> x{f['makespan_over_greedy']}"
         )
-        control = create_app(redis_url)
-        commands = [(hpoq_worker_argv(queues="hpo"), env)] * args.workers
-        try:
-            with processes(commands, tmp / "logs") as procs:
-                start = time.monotonic()
-                wait_ready(control, args.workers, procs, deadline)
-                say(f"{args.workers} workers up in {time.monotonic() - start:.1f} s")
-                submit(tmp, output, redis_url, "warm", WARM_JOBS)
-                warm = wait_for(lambda: finished(records, "warm", WARM_JOBS), deadline, 0.2)
-                warm_pids = {r["pid"] for r in warm if r["kind"] == "objective"}
-                say(f"warm-up: {WARM_JOBS} jobs on {len(warm_pids)} workers")
-                say(f"sweep: {args.jobs} jobs, {plan[0]} s down to {plan[-1]} s")
-                began = submit(tmp, output, redis_url, "sweep", args.jobs)
-                rows = wait_for(lambda: finished(records, "sweep", args.jobs), deadline, 0.2)
-        finally:
-            control.close()
-
-    f = analyse(rows, began, args.workers)
-    f["warm_workers"] = len(warm_pids)
-    say(
-        f"makespan {f['makespan_s']} s; ideal (sum of sleeps / {args.workers}) {f['ideal_s']} s "
-        f"-> x{f['makespan_over_ideal']}; zero-overhead greedy schedule of the same order "
-        f"{f['greedy_no_overhead_s']} s -> x{f['makespan_over_greedy']}"
-    )
-    say(f"first objective started {f['first_start_s']} s after submit; jobs per worker "
-        f"{f['jobs_per_worker']}")  # fmt: skip
-    say(f"objective end -> next objective start, per worker: {fmt(f['idle_gap_ms'])}")
-    say(f"task end -> next task start, per worker: {fmt(f['handoff_gap_ms'])}")
+        say(
+            f"[{label}] first objective started {f['first_start_s']} s after submit; jobs per "
+            f"worker {f['jobs_per_worker']}"
+        )
+        say(f"[{label}] objective end -> next objective start, per worker: {fmt(f['idle_gap_ms'])}")
+        say(f"[{label}] task end -> next task start, per worker: {fmt(f['handoff_gap_ms'])}")
+    f = results["as_is"]
     targets = {
         "makespan_over_ideal": target(f["makespan_over_ideal"], "<=", 1.05),
         "idle_gap_p50_ms": target(f["idle_gap_ms"]["p50"], "<", 50, " ms"),
     }
     say(verdict(targets))
-    emit("sweep", f, targets)
+    emit("sweep", {"workers": args.workers, "durations_s": plan, **results}, targets)
     return 0
 
 
+def one_sweep(
+    root: Path, redis_url: str, plan: list[float], workers: int, deadline: Deadline, fixes: bool
+) -> tuple[list[dict[str, Any]], float, set[int]]:
+    """Start the workers, warm them up, submit the sweep, wait for its last job."""
+    import benchmarks.proposed_fixes as proposed
+
+    from hpoq.core.tracking import make_client
+    from hpoq.workers.celery_app import create_app
+
+    output, records = root / "out", root / "records"
+    records.mkdir(parents=True)
+    extra = {proposed.FIXES_ENV: "1"} if fixes else {}
+    if fixes:
+        make_client(runtime_for(output).mlflow_uri())  # the store, created as a worker would
+        proposed.enable_wal(runtime_for(output).layout.mlflow_db())
+    table = {"sweep": plan, "warm": [WARM_SECONDS] * WARM_JOBS}
+    env = clean_env(
+        output,
+        redis_url,
+        HPOQ_BENCH_RECORD_DIR=str(records),
+        HPOQ_BENCH_DURATIONS=json.dumps(table),
+        **extra,
+    )
+    label = "fixed" if fixes else "as is"
+    control = create_app(redis_url)
+    try:
+        with processes([(hpoq_worker_argv(queues="hpo"), env)] * workers, root / "logs") as procs:
+            start = time.monotonic()
+            wait_ready(control, workers, procs, deadline)
+            say(f"[{label}] {workers} workers up in {time.monotonic() - start:.1f} s")
+            submit(root, output, redis_url, "warm", WARM_JOBS)
+            warm = wait_for(lambda: finished(records, "warm", WARM_JOBS), deadline, 0.2)
+            warm_pids = {r["pid"] for r in warm if r["kind"] == "objective"}
+            say(f"[{label}] warm-up: {WARM_JOBS} jobs on {len(warm_pids)} workers")
+            say(f"[{label}] sweep: {len(plan)} jobs, {plan[0]} s down to {plan[-1]} s")
+            began = submit(root, output, redis_url, "sweep", len(plan))
+            rows = wait_for(lambda: finished(records, "sweep", len(plan)), deadline, 0.2)
+    finally:
+        control.close()
+    return rows, began, warm_pids
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

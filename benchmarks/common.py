@@ -3,8 +3,9 @@ folders, worker processes that are always stopped, bounded waits, and the JSON l
 
 Every script:
 - runs its own Redis (EmbeddedRedis on 127.0.0.1, data in a temporary folder) and its
-  own workers, and stops them in `finally` blocks; SIGTERM and SIGHUP are turned into
-  KeyboardInterrupt (`handle_signals`) so those blocks also run when it is killed;
+  own workers, and stops them in `finally` blocks; it starts through `run(main)`, which
+  turns SIGINT, SIGTERM and SIGHUP into KeyboardInterrupt so those blocks also run when it
+  is interrupted or killed, and exits 130 then;
 - bounds every loop in count and in time (`Deadline`);
 - prints human lines first and, last, one JSON document (`emit`).
 """
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = REPO / "benchmarks"
 if str(REPO) not in sys.path:  # `tests.factories`, and `benchmarks.workloads` for workers
     sys.path.insert(0, str(REPO))
 
@@ -36,8 +36,6 @@ WORKLOADS = "benchmarks.workloads"
 TIMED_OBJECTIVE = f"{WORKLOADS}:objective"
 SLEEP_OBJECTIVE = f"{WORKLOADS}:sleep_objective"
 TIMED_RUNNER = f"{WORKLOADS}:run_inference_benchmark"
-RECORD_DIR_ENV = "HPOQ_BENCH_RECORD_DIR"
-DURATIONS_ENV = "HPOQ_BENCH_DURATIONS"
 
 T = TypeVar("T")
 
@@ -137,11 +135,13 @@ def say(text: str) -> None:
 
 
 def handle_signals() -> None:
-    """SIGTERM/SIGHUP raise KeyboardInterrupt, so every `finally` stops what it started."""
+    """SIGINT (Ctrl-C, even when started with it ignored), SIGTERM and SIGHUP raise
+    KeyboardInterrupt, so every `finally` stops what it started."""
 
     def interrupt(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
 
@@ -231,12 +231,17 @@ class Process:
     def alive(self) -> bool:
         return self.popen.poll() is None
 
-    def stop(self, grace_s: float = 15.0) -> None:
+    def terminate(self) -> None:
+        """SIGTERM to the whole group: a Celery worker finishes its job in hand and exits."""
         if self.popen.poll() is None:
             _killpg(self.popen.pid, signal.SIGTERM)
-            with suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=grace_s)
-        _killpg(self.popen.pid, signal.SIGKILL)  # pool children left behind, if any
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM, wait up to `grace_s`, then SIGKILL the group (pool children included)."""
+        self.terminate()
+        with suppress(subprocess.TimeoutExpired):
+            self.popen.wait(timeout=max(0.1, grace_s))
+        _killpg(self.popen.pid, signal.SIGKILL)
         if self.popen.poll() is None:
             self.popen.wait(timeout=10)
 
@@ -275,8 +280,11 @@ def processes(
             started.append(Process(argv, env, log_dir / f"{name}.log"))
         yield started
     finally:
+        for proc in started:  # all at once, then wait: shutdowns overlap
+            proc.terminate()
+        end = time.monotonic() + 15.0
         for proc in started:
-            proc.stop()
+            proc.stop(grace_s=end - time.monotonic())
 
 
 def wait_ready(app: Any, count: int, procs: list[Process], deadline: Deadline) -> list[str]:
@@ -336,3 +344,15 @@ def profiled(enabled: bool, label: str) -> Iterator[None]:
         profiler.stop()
         print(f"----- profile: {label}", file=sys.stderr)
         print(profiler.output_text(unicode=False, color=False), file=sys.stderr, flush=True)
+
+
+def run(main: Callable[[], int]) -> None:
+    """The scripts' entry point: Ctrl-C or SIGTERM ends with exit code 130, after the
+    `finally` blocks have stopped every server and worker the script started."""
+    handle_signals()
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        print("interrupted: stopped everything this script started", file=sys.stderr)
+        code = 130
+    sys.exit(code)

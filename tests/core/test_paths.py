@@ -155,3 +155,54 @@ def test_layout_refuses_symlinked_backbone_folder(tmp_path: Path) -> None:
     layout = OutputLayout(root, "local")
     with pytest.raises(UnsafeNameError):
         layout.study_dir("bert", "hpo_bert")
+
+
+# --- adversarial names across every path the layout builds ------------------------------
+
+ADVERSARIAL = [
+    "..",
+    "../..",
+    "../../etc/passwd",
+    "/etc/passwd",
+    "a/../../..",
+    "..\\..\\windows",
+    "\\\\server\\share",
+    "C:\\temp",
+    "~",
+    "~root",
+    "$HOME",
+    "%2e%2e",
+    "..%2f..%2f",
+    "\u2024\u2024",  # one-dot leaders that render as '..'
+    "\uff0e\uff0e",  # fullwidth full stops
+    "\uff0e\uff0e\uff0fetc",  # fullwidth '../etc'
+    "..\u2215etc",  # division slash
+    "..\u200b",  # zero-width space after '..'
+    "a\rb",
+    "a\x00/../b",
+    "x" * 300,
+]
+
+
+@pytest.mark.parametrize("name", ADVERSARIAL)
+def test_no_name_builds_a_path_outside_the_output_directory(tmp_path: Path, name: str) -> None:
+    """Whatever a config or a job names, a layout path is refused or lies inside the root."""
+    from hpoq.core.benchmark_index import cache_path
+
+    root = tmp_path / "out"
+    layout = OutputLayout(root, "local")
+    builders = [
+        lambda: layout.hpo_dir(name),
+        lambda: layout.study_dir("bert", name),
+        lambda: layout.study_dir(name, "hpo_bert"),
+        lambda: layout.trial_dir(name, name, 1),
+        lambda: safe_relative(layout.hpo_dir("bert"), name, "storage_path"),
+        lambda: cache_path(layout, name),
+    ]
+    for build in builders:
+        try:
+            path = build()
+        except UnsafeNameError:
+            continue
+        resolved = path.resolve()
+        assert resolved == root.resolve() or root.resolve() in resolved.parents, (name, path)

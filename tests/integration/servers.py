@@ -77,7 +77,11 @@ def tls_capable_binary() -> str | None:
     A TLS build started with --tls-port and no certificate exits saying so; a build without
     TLS exits on the unknown directive. Either way it exits at once.
     """
-    candidates = [shutil.which("redis-server"), "/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+    candidates = [
+        shutil.which("redis-server"),
+        "/usr/bin/redis-server",
+        "/usr/local/bin/redis-server",
+    ]
     for candidate in dict.fromkeys(c for c in candidates if c and Path(c).is_file()):
         try:
             result = subprocess.run(

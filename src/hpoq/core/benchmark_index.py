@@ -1,9 +1,11 @@
 """Which best trials to benchmark, under which keys, and which keys are already measured.
 
 Done means: a FINISHED MLflow run in the benchmark experiment tagged `benchmark_key` with
-the key, or a valid disk cache file for it. All candidates are checked with one paged
-MLflow query: every key of one experiment shares its `:{data_fp}:{bench_fp}` suffix, so
-one LIKE filter on that suffix returns every measured key, whatever their number.
+the key and holding metrics, or a valid disk cache file for it. A FINISHED run without
+metrics (logged by hand, or by a client that died between creating and filling it) is
+not a measurement. All candidates are checked with one paged MLflow query: every key of
+one experiment shares its `:{data_fp}:{bench_fp}` suffix, so one LIKE filter on that
+suffix returns every measured key, whatever their number.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hpoq.core.retrieval import BestTrial, retrieve_best_trials
 from hpoq.core.runtime import Runtime
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 
@@ -107,8 +110,14 @@ def select_candidates(
     return [candidate_for(experiment, b) for b in best], result.missing, result.warnings
 
 
+def is_measurement(run: Run) -> bool:
+    """Whether a FINISHED run tagged with a key holds a result (at least one metric)."""
+    return bool(run.data.metrics)
+
+
 def finished_keys(client: MlflowClient, experiment_name: str, suffix: str) -> dict[str, str]:
-    """Measured keys ending in `suffix` -> the run id of a FINISHED run (one paged query)."""
+    """Measured keys ending in `suffix` -> the run id of a FINISHED run with metrics (one
+    paged query)."""
     from hpoq.core.mlflow_queries import query_runs_by_tags, quote_filter_value
 
     found = client.get_experiment_by_name(experiment_name)
@@ -118,7 +127,7 @@ def finished_keys(client: MlflowClient, experiment_name: str, suffix: str) -> di
     measured: dict[str, str] = {}
     for run in query_runs_by_tags(client, [str(found.experiment_id)], {}, extra_filter=like):
         key = run.data.tags.get(BENCHMARK_KEY_TAG)
-        if key and key.endswith(suffix):
+        if key and key.endswith(suffix) and is_measurement(run):
             measured.setdefault(key, run.info.run_id)
     return measured
 

@@ -8,10 +8,11 @@ retries and redeliveries reuse it.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from hpoq.config.base import SafeName
 from hpoq.config.experiment import Experiment
 from hpoq.errors import HpoqError, InputError
 
@@ -33,13 +34,21 @@ class JobBase(BaseModel):
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    @model_validator(mode="after")
+    def _configured_backbone(self) -> Self:
+        """A job only names a backbone of its own experiment (names become paths)."""
+        backbone = getattr(self, "backbone", None)
+        if backbone is not None and backbone not in {b.name for b in self.experiment.hpo.backbones}:
+            raise ValueError("backbone is not one of the experiment's backbones")
+        return self
+
 
 class TrialJob(JobBase):
     """Run one trial of one variant."""
 
     kind: Literal["trial"] = "trial"
-    backbone: str
-    study_name: str
+    backbone: SafeName
+    study_name: SafeName
     variant: int = Field(ge=1)
 
 
@@ -61,7 +70,9 @@ def parse_job(payload: Any, model: type[J]) -> J:
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in e["loc"]) or "(top)" for e in exc.errors())
+        fields = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
+        )
         raise InputError(f"malformed {model.__name__} payload; bad fields: {fields}") from None
 
 
@@ -74,8 +85,8 @@ class BenchmarkJob(JobBase):
     """
 
     kind: Literal["benchmark"] = "benchmark"
-    backbone: str
-    study_name: str
+    backbone: SafeName
+    study_name: SafeName
     variant: int = Field(ge=1)
     trial_number: int = Field(ge=0)
     trial_id: str

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from hpoq.redaction import redact_url
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,12 @@ def retry_call(
                 raise
             delay = backoff_delay(attempt, base_s, cap_s)
             log.warning(
-                "%s failed (%s); retry %d/%d in %.1fs", what, exc, attempt + 1, attempts - 1, delay
+                "%s failed (%s); retry %d/%d in %.1fs",
+                what,
+                redact_url(str(exc)),  # a server's error may quote its URL, password and all
+                attempt + 1,
+                attempts - 1,
+                delay,
             )
             time.sleep(delay)
     raise AssertionError("unreachable")

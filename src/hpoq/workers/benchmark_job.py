@@ -7,9 +7,13 @@ Order, and why:
    already exists ends it (unless forced, and then only a result of an older fence);
 3. measure under a heartbeat that keeps the lease alive;
 4. publish only while the lease is still ours and our fence is the key's latest: one
-   MLflow run (FINISHED, tag benchmark_key, the fence), then the disk cache (atomic);
+   MLflow run (tag benchmark_key, the fence, the metrics), then the disk cache (atomic),
+   then the run is set FINISHED. MLflow calls are retried on that one run, so a lost
+   reply never leaves two FINISHED runs for a key; a cache that cannot be written (disk
+   full) fails the job instead of leaving a FINISHED run with no cache;
 5. release the lease with compare-and-delete.
-A failure leaves a FAILED run tagged with the key and the error, and frees the key.
+A failure leaves a FAILED run tagged with the key and the error, remembered for
+`hpoq benchmark retry-failed`, and frees the key.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
-from hpoq.core.benchmark_index import cache_path, read_cache
+from hpoq.core.benchmark_index import cache_path, is_measurement, read_cache
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob, JobInFlight
 from hpoq.core.objective import load_objective
 from hpoq.core.trial_record import write_json_atomic
+from hpoq.errors import HpoqError
 from hpoq.workers.context import WorkerContext, lease_seconds
 
 log = logging.getLogger(__name__)
@@ -38,6 +43,14 @@ STAGE_BENCHMARK = "benchmark"
 
 class BenchmarkInFlight(JobInFlight):
     """Raised when another worker holds the key's lease."""
+
+
+class CacheWriteFailed(HpoqError):
+    """Raised when the result cannot be written to the disk cache (disk full, read-only)."""
+
+    def __init__(self, message: str, run_id: str) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 @dataclass(frozen=True)
@@ -88,7 +101,12 @@ def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome
                 return BenchmarkOutcome("failed", key, run_id=run_id, error=text)
         if beat.lost.is_set() or leases.current_fence(key) != job.fence:
             return BenchmarkOutcome("superseded", key)
-        run_id = _publish(job, ctx, result)
+        try:
+            run_id = _publish(job, ctx, result)
+        except CacheWriteFailed as exc:
+            log.error("benchmark of %s not published: %s", key, exc)
+            _log_failure(job, ctx, str(exc), run_id=exc.run_id)
+            return BenchmarkOutcome("failed", key, run_id=exc.run_id, error=str(exc))
         return BenchmarkOutcome("measured", key, run_id=run_id)
     finally:
         leases.release(key, owner)
@@ -113,6 +131,8 @@ def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
             ctx.mlflow, [str(experiment.experiment_id)], {BENCHMARK_KEY_TAG: job.benchmark_key}
         )
         for run in runs:
+            if not is_measurement(run):
+                continue
             fence = int(run.data.tags.get(job.experiment.tags.benchmark.fencing_token, "0") or 0)
             if not job.force or fence >= job.fence:
                 return str(run.info.run_id)
@@ -190,27 +210,52 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     metrics = [Metric(k, v, now, 0) for k, v in sorted(result_metrics(result).items())]
     params = [Param(k, str(v)) for k, v in sorted(result.config.items())]
 
-    def log_run() -> str:
-        run = client.create_run(
-            experiment_id, tags=tags, run_name=f"bench-{job.study_name}-trial-{job.trial_number}"
-        )
-        run_id = str(run.info.run_id)
-        client.log_batch(run_id, metrics=metrics, params=params)
-        client.log_dict(run_id, result.model_dump(mode="json"), "benchmark.json")
-        client.set_terminated(run_id, status="FINISHED")
-        return run_id
-
-    run_id = retry_call(log_run, what="MLflow log benchmark", retry_on=_transient_errors())
-    write_json_atomic(
-        cache_path(ctx.runtime.layout, job.benchmark_key),
-        {
-            "benchmark_key": job.benchmark_key,
-            "fence": job.fence,
-            "run_id": run_id,
-            "result": result.model_dump(mode="json"),
-        },
+    transient = _transient_errors()
+    run_name = f"bench-{job.study_name}-trial-{job.trial_number}"
+    run_id = retry_call(
+        lambda: str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id),
+        what="MLflow create benchmark run",
+        retry_on=transient,
     )
+    payload = result.model_dump(mode="json")
+
+    def log_result() -> None:  # idempotent: retried on the same run
+        client.log_batch(run_id, metrics=metrics, params=params)
+        client.log_dict(run_id, payload, "benchmark.json")
+
+    try:
+        retry_call(log_result, what="MLflow log benchmark", retry_on=transient)
+        try:
+            write_json_atomic(
+                cache_path(ctx.runtime.layout, job.benchmark_key),
+                {
+                    "benchmark_key": job.benchmark_key,
+                    "fence": job.fence,
+                    "run_id": run_id,
+                    "result": payload,
+                },
+            )
+        except OSError as exc:
+            raise CacheWriteFailed(f"cannot write the benchmark cache: {exc}", run_id) from None
+        retry_call(
+            lambda: client.set_terminated(run_id, status="FINISHED"),
+            what="MLflow finish benchmark run",
+            retry_on=transient,
+        )
+    except CacheWriteFailed:
+        raise
+    except BaseException:
+        _abandon(client, run_id)
+        raise
     return run_id
+
+
+def _abandon(client: Any, run_id: str) -> None:
+    """Best effort: a run that could not be completed is FAILED, not left RUNNING."""
+    try:
+        client.set_terminated(run_id, status="FAILED")
+    except Exception as exc:
+        log.warning("could not mark the abandoned benchmark run %s FAILED: %s", run_id, exc)
 
 
 def record_final_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> None:
@@ -219,16 +264,26 @@ def record_final_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> N
     BenchmarkLeases(ctx.redis, ctx.keys).release(job.benchmark_key, job.job_id)
 
 
-def _log_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> str | None:
-    """A FAILED run tagged with the key and the error; None when MLflow is unreachable."""
+def _log_failure(
+    job: BenchmarkJob, ctx: WorkerContext, error: str, run_id: str | None = None
+) -> str | None:
+    """A FAILED run (`run_id`, else a new one) tagged with the key and the error; None when
+    MLflow is unreachable."""
     try:
-        experiment_id = _experiment_id(job, ctx)
-        tags = _tags(job, ctx) | {job.experiment.tags.benchmark.error: error[:5000]}
-        run = ctx.mlflow.create_run(
-            experiment_id, tags=tags, run_name=f"bench-{job.study_name}-trial-{job.trial_number}"
-        )
-        ctx.mlflow.set_terminated(run.info.run_id, status="FAILED")
-        return str(run.info.run_id)
+        error_tag = job.experiment.tags.benchmark.error
+        if run_id is None:
+            experiment_id = _experiment_id(job, ctx)
+            tags = _tags(job, ctx) | {error_tag: error[:5000]}
+            run = ctx.mlflow.create_run(
+                experiment_id,
+                tags=tags,
+                run_name=f"bench-{job.study_name}-trial-{job.trial_number}",
+            )
+            run_id = str(run.info.run_id)
+        else:
+            ctx.mlflow.set_tag(run_id, error_tag, error[:5000])
+        ctx.mlflow.set_terminated(run_id, status="FAILED")
+        return run_id
     except Exception as exc:  # the failure is also kept in Redis for retry-failed
         log.warning("could not record the failed benchmark of %s: %s", job.benchmark_key, exc)
         return None

@@ -33,6 +33,8 @@ def ensure_local_checkpoint(client: MlflowClient, run_id: str | None, target: Pa
     """`target` if it exists, else the run's checkpoint artifact downloaded to `target`."""
     if target.is_dir():
         return target
+    if target.exists():
+        raise HpoqError(f"checkpoint {target} is not a directory")
     if not run_id:
         raise HpoqError(f"checkpoint {target} is missing and no MLflow run holds a copy")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,6 @@ J = TypeVar("J", TrialJob, BenchmarkJob)
 T = TypeVar("T")
 
 MAX_TRANSIENT_RETRIES = 5
-IN_FLIGHT_RECHECK_S = 60
 
 _context: WorkerContext | None = None
 
@@ -57,9 +56,20 @@ def _close(**_: Any) -> None:
         _context.redis.close()
 
 
+def in_flight_recheck_s() -> float:
+    """How long a delivery that finds its job running elsewhere waits before looking again:
+    one lease period, after which the holder has either renewed its lease or lost it (so a
+    job whose worker crashed runs again after one lease, not after a fixed minute)."""
+    from hpoq.workers.context import lease_seconds
+
+    return max(1.0, lease_seconds())
+
+
 def _transient() -> tuple[type[BaseException], ...]:
     import redis
     from mlflow.exceptions import MlflowException
+
+    from hpoq.errors import ServiceError
 
     return (
         redis.ConnectionError,
@@ -67,6 +77,7 @@ def _transient() -> tuple[type[BaseException], ...]:
         ConnectionError,
         TimeoutError,
         MlflowException,
+        ServiceError,  # a service we could not reach (MLflow experiment lookup, Redis)
     )
 
 
@@ -108,7 +119,7 @@ def _execute(
     try:
         return ctx, execute(job, ctx)
     except JobInFlight as exc:
-        raise task.retry(exc=exc, countdown=IN_FLIGHT_RECHECK_S) from None
+        raise task.retry(exc=exc, countdown=in_flight_recheck_s()) from None
     except _transient() as exc:
         if task.request.retries >= MAX_TRANSIENT_RETRIES:
             if on_final_failure is not None:

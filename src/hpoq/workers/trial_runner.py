@@ -120,7 +120,9 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
     counted = False
     try:
         # Seed per trial from the history so parallel workers explore different points.
-        study = open_variant_study(store, ref, hpo, seed_offset=len(probe.trials))
+        study = open_variant_study(
+            store, ref, hpo, seed_offset=len(probe.get_trials(deepcopy=False))
+        )
         trial = study.ask()
         trial.set_user_attr(JOB_ID_ATTR, job.job_id)
         record_base = dict(
@@ -131,11 +133,11 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             trial_number=trial.number,
             metric=hpo.objective.metric,
         )
-        experiment_id = ensure_experiment(
-            ctx.mlflow, job.experiment.hpo_experiment_name, artifact_root(layout)
-        )
         started = TrialRecord(state="FAIL", value=None, params={}, **record_base)
         try:
+            experiment_id = ensure_experiment(
+                ctx.mlflow, job.experiment.hpo_experiment_name, artifact_root(layout)
+            )
             run_id = start_trial_run(
                 ctx.mlflow, experiment_id, started, started.mlflow_tags(job.experiment.tags)
             )
@@ -145,6 +147,27 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         trial.set_user_attr(RUN_ID_ATTR, run_id)
 
         value, state, error = _run_objective(job, ctx, trial, ref, layout, lease_s, study_key)
+        extra = {"hpoq.worker": ctx.hostname}
+        if state is TrialState.COMPLETE:
+            # MLflow before Optuna: a trial counts as COMPLETE only once its run holds the
+            # result, so an MLflow outage past the retries fails the trial (a resume tops it
+            # up) instead of leaving a COMPLETE trial whose run never finished.
+            _upload_checkpoint(ctx, run_id, layout, job, trial.number)
+            result = TrialRecord(
+                state="COMPLETE",
+                value=value,
+                params=dict(trial.params),
+                datetime_start=trial.datetime_start,
+                datetime_complete=datetime.now(UTC),
+                run_id=run_id,
+                **record_base,
+            )
+            try:
+                finish_trial_run(ctx.mlflow, run_id, result, extra)
+            except Exception:
+                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                _abandon_run(ctx, run_id)
+                raise
         frozen = study.tell(
             trial,
             values=value if state is TrialState.COMPLETE else None,
@@ -161,14 +184,12 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             run_id=run_id,
             **record_base,
         )
-        extra = {"hpoq.worker": ctx.hostname}
-        if error:
+        if error or (state is TrialState.COMPLETE and final_state != "COMPLETE"):
             from hpoq.workers.trial_tracking import fail_run
 
-            fail_run(ctx.mlflow, run_id, error, job.experiment.tags.benchmark.error)
-        else:
-            if final_state == "COMPLETE":
-                _upload_checkpoint(ctx, run_id, layout, job, trial.number)
+            reason = error or "reaped while it ran: its claim lapsed"
+            fail_run(ctx.mlflow, run_id, reason, job.experiment.tags.benchmark.error)
+        elif state is not TrialState.COMPLETE:
             finish_trial_run(ctx.mlflow, run_id, record, extra)
         write_metrics_file(layout.trial_dir(job.backbone, job.study_name, trial.number), record)
         counted = final_state in ("COMPLETE", "PRUNED")
@@ -227,6 +248,14 @@ def _run_objective(
     if value != value or value in (float("inf"), float("-inf")):
         return None, TrialState.FAIL, f"objective returned {value}"
     return value, TrialState.COMPLETE, None
+
+
+def _abandon_run(ctx: WorkerContext, run_id: str) -> None:
+    """Best effort, one try: a run whose trial failed is FAILED, not left RUNNING."""
+    try:
+        ctx.mlflow.set_terminated(run_id, status="FAILED")
+    except Exception as exc:
+        log.warning("could not mark MLflow run %s FAILED: %s", run_id, exc)
 
 
 def _last_intermediate(trial: Any) -> float | None:
