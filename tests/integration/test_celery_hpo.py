@@ -11,6 +11,7 @@ import redis
 
 from hpoq.config.settings import Settings
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL, TrialJob
+from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.core.variants import VariantRef
@@ -97,8 +98,16 @@ def test_a_sigkilled_worker_trial_fails_and_the_variant_still_completes(
         pass
     (tmp_path / "first").mkdir()
     with workers(env, tmp_path / "first", 1) as [victim]:
+        # Mid-trial means inside the objective: the trial's MLflow run exists already.
         running = wait_for(
-            lambda: _trials(runtime, experiment, State.RUNNING), 120, "a running trial", [victim]
+            lambda: [
+                t
+                for t in _trials(runtime, experiment, State.RUNNING)
+                if RUN_ID_ATTR in t.user_attrs
+            ],
+            120,
+            "a trial inside its objective",
+            [victim],
         )
         victim.kill()
     killed_number = running[0].number
