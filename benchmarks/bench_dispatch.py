@@ -2,18 +2,21 @@
 
 Two workers on one private Redis, started together and measured in alternation (so load
 from elsewhere falls on both alike), each one process (prefork, concurrency 1):
-- hpoq: a no-op task on an app from `hpoq.workers.celery_app.create_app` (hpoq's settings),
-  started with `hpoq worker`'s own command line; the task validates a real TrialJob
-  payload with `parse_job` (benchmarks/noop_hpoq.py);
+- hpoq: a no-op task on an app from `hpoq.workers.celery_app.create_app` (hpoq's settings:
+  task events, the STARTED state and extended results off; acks_late, prefetch 1), started
+  with `hpoq worker`'s own command line (no `--task-events`); the task validates a real
+  TrialJob payload with `parse_job` (benchmarks/noop_hpoq.py);
 - bare: a no-op task on `Celery(broker=redis, backend=redis)` with default settings
   (benchmarks/noop_bare.py), sent the same payload.
 
 Figures: enqueue-to-start latency (send -> first line of the task) and round trip
 (send -> result back) over sequential jobs; no-op jobs per second with a full queue
 (K sends, then every result); enqueue rate (sends per second); the cost of `parse_job` and
-of `hpoq submit` per job. With --ablate, more hpoq workers with one setting off at a time
-(events, the STARTED state, extended results, late ack), and all of them together
-(`hpoq_lean`), show where the difference goes.
+of `hpoq submit` per job. With --ablate, more hpoq workers measured alongside, each with
+settings changed from hpoq's default: task events on (`--task-events`, as while Flower
+watches: Flower switches worker events on by itself), the STARTED state and extended
+results on, everything hpoq had on before (events, sent events, STARTED, extended results),
+and early ack with Celery's default prefetch (what acks_late and prefetch 1 cost).
 
     python benchmarks/bench_dispatch.py [--quick] [--jobs N] [--burst K] [--ablate]
 
@@ -53,30 +56,22 @@ from common import (
     wait_ready,
 )
 
-_NO_EVENTS = {
-    "task_send_sent_event": False,
-    "worker_send_task_events": False,
-    "task_track_started": False,
-}
+# Relative to hpoq's default (create_app: every event, the STARTED state and extended
+# results off). `worker_send_task_events` also puts `--task-events` on the command line.
 ABLATIONS: dict[str, dict[str, Any]] = {
-    # every event and the STARTED state off
-    "hpoq_no_events": _NO_EVENTS,
-    # one setting off at a time
-    "hpoq_no_worker_events": {"worker_send_task_events": False},
-    "hpoq_no_track_started": {"task_track_started": False},
-    "hpoq_no_sent_event": {"task_send_sent_event": False},
-    "hpoq_no_result_extended": {"result_extended": False},
-    # ack on receipt with Celery's default prefetch, events on
-    "hpoq_early_ack": {"task_acks_late": False, "worker_prefetch_multiplier": 4},
-    # no events, no extended results; acks_late and prefetch 1 kept (hpoq needs them)
-    "hpoq_lean": {**_NO_EVENTS, "result_extended": False},
-    # and with early ack and Celery's default prefetch: what is left is hpoq's wrapper
-    "hpoq_lean_early_ack": {
-        **_NO_EVENTS,
-        "result_extended": False,
-        "task_acks_late": False,
-        "worker_prefetch_multiplier": 4,
+    # worker task events on, as while Flower watches (it broadcasts `enable_events`)
+    "hpoq_task_events": {"worker_send_task_events": True},
+    # the result-store writes: the STARTED state and extended results (the payload echoed)
+    "hpoq_started_extended": {"task_track_started": True, "result_extended": True},
+    # hpoq's settings before events went off: all of the above and sent events
+    "hpoq_former_default": {
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_extended": True,
     },
+    # ack on receipt with Celery's default prefetch: what acks_late + prefetch 1 cost
+    "hpoq_early_ack": {"task_acks_late": False, "worker_prefetch_multiplier": 4},
 }
 
 
@@ -126,11 +121,11 @@ class Variant:
                 "WARNING",
                 "--without-mingle",
             ]
-        argv = worker_argv(None, self.queue, 1, "WARNING")
+        task_events = bool(self.overrides.get("worker_send_task_events", False))
+        argv = worker_argv(None, self.queue, 1, "WARNING", task_events=task_events)
         argv[argv.index("-A") + 1] = "benchmarks.noop_hpoq:app"
         argv[argv.index("--hostname") + 1] = f"{self.name}@%h"
-        if not self.overrides.get("worker_send_task_events", True):
-            argv.remove("--task-events")
+        assert ("--task-events" in argv) == task_events, argv
         if "worker_prefetch_multiplier" in self.overrides:
             at = argv.index("--prefetch-multiplier") + 1
             argv[at] = str(self.overrides["worker_prefetch_multiplier"])
@@ -243,7 +238,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="sequential jobs each (1000)")
     parser.add_argument("--burst", type=int, default=None, help="jobs per burst (500)")
     parser.add_argument("--bursts", type=int, default=3, help="bursts per variant")
-    parser.add_argument("--ablate", action="store_true", help="also hpoq with settings off")
+    parser.add_argument(
+        "--ablate", action="store_true", help="also hpoq with events and other settings on"
+    )
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     jobs = args.jobs or (200 if args.quick else 1000)
@@ -311,7 +308,24 @@ def main() -> int:
             f"{fmt(f['round_trip_ms'])}; {f['jobs_per_s']} jobs/s with a full queue "
             f"({f['worker_jobs_per_s']}/s seen in the worker); {f['enqueue_per_s']} sends/s"
         )
-    h, b = figures["hpoq"], figures["bare"]
+    b = figures["bare"]
+    for v in variants:
+        if v.bare:
+            continue
+        f = figures[v.name]
+        f["settings"] = v.overrides
+        f["vs_bare"] = {
+            "latency_p50": ratio(f["enqueue_to_start_ms"]["p50"], b["enqueue_to_start_ms"]["p50"]),
+            "round_trip_p50": ratio(f["round_trip_ms"]["p50"], b["round_trip_ms"]["p50"]),
+            "time_per_job": ratio(b["jobs_per_s"], f["jobs_per_s"]),  # >1: slower than bare
+        }
+        if v.name != "hpoq":
+            r = f["vs_bare"]
+            say(
+                f"{v.name:<21} / bare: latency p50 x{r['latency_p50']}, round trip p50 "
+                f"x{r['round_trip_p50']}, time per job at full queue x{r['time_per_job']}"
+            )
+    h = figures["hpoq"]
     figures["latency_p50_ratio"] = ratio(
         h["enqueue_to_start_ms"]["p50"], b["enqueue_to_start_ms"]["p50"]
     )

@@ -13,13 +13,12 @@ Side by side in one run:
 - one real warm worker (`hpoq worker`: prefork, concurrency 1) fed a full queue: the task
   body's wall time from Celery's task_prerun/task_postrun signals, the objective's own
   time, and the gaps between jobs (what a GPU would wait);
-- with --with-fixes, both again in a fresh output directory with the fixes proposed in
-  README.md applied at run time (benchmarks/proposed_fixes.py; src/ is not changed): SQLite
-  WAL for the MLflow store, one study store per worker context, experiment ids cached.
+The code is measured as it is in src/: the MLflow store in WAL mode (`make_client`), one
+study store per checkpoint config and cached experiment ids per worker (`WorkerContext`).
 With --profile, pyinstrument call trees of the in-process jobs go to stderr.
 
     python benchmarks/bench_job_overhead.py [--quick] [--trials N] [--benchmarks N]
-        [--with-fixes] [--profile] [--in-process-only]
+        [--profile] [--in-process-only]
 
 Targets (2-core machine): overhead p50 <= 100 ms, p95 <= 250 ms, and p50 <= 100 ms still
 for the last fifth of the jobs (the cost must stay small as the record grows).
@@ -224,12 +223,11 @@ def on_worker(
     trials: int,
     benchmarks: int,
     deadline: Deadline,
-    extra_env: dict[str, str],
 ) -> dict[str, Any]:
     """One `hpoq worker` with a full queue; timings recorded inside the worker."""
     records_dir = root / "records"
     records_dir.mkdir(parents=True)
-    env = clean_env(output, redis_url, HPOQ_BENCH_RECORD_DIR=str(records_dir), **extra_env)
+    env = clean_env(output, redis_url, HPOQ_BENCH_RECORD_DIR=str(records_dir))
     experiment = make_experiment(root / "worker", "onworker", trials + WARMUP)
     with processes([(hpoq_worker_argv(), env)], root / "logs") as procs:
         wait_ready(world.services.celery, 1, procs, deadline)
@@ -336,30 +334,19 @@ def measure(
     benches: int,
     deadline: Deadline,
     *,
-    fixes: bool,
     worker: bool,
     profile: bool,
 ) -> dict[str, Any]:
-    """In-process, then on one worker, in a fresh output directory; with `fixes`, the
-    store is switched to WAL first and both sides run with the proposed fixes."""
-    import benchmarks.proposed_fixes as proposed
-
-    from hpoq.core.tracking import make_client
-
+    """In-process, then on one worker, in a fresh output directory."""
     output = root / "out"
-    extra = {proposed.FIXES_ENV: "1"} if fixes else {}
-    set_process_env(clean_env(output, redis_url, **extra))  # the task module reads these
+    set_process_env(clean_env(output, redis_url))  # the task module reads these
     import hpoq.workers.tasks as tasks
 
     tasks._context = None  # a new output directory: the next job builds a new context
     world = World(output, redis_url)
     runs: dict[str, Any] = {}
+    label = "hpoq"
     try:
-        if fixes:
-            make_client(world.runtime.mlflow_uri())  # creates the store, as a worker would
-            proposed.enable_wal(world.runtime.layout.mlflow_db())
-            proposed.apply()
-        label = "fixed" if fixes else "as is"
         say(
             f"[{label}] in-process: {trials} trial jobs (+{WARMUP} warm-up), {benches} "
             "benchmark jobs (+1 warm-up)"
@@ -370,7 +357,7 @@ def measure(
         if worker:
             say(f"[{label}] one warm worker: {trials} trial jobs, {benches} benchmark jobs")
             runs["worker"] = on_worker(
-                world, root / "onworker", output, redis_url, trials, benches, deadline, extra
+                world, root / "onworker", output, redis_url, trials, benches, deadline
             )
     finally:
         world.close()
@@ -384,11 +371,6 @@ def main() -> int:
     parser.add_argument("--benchmarks", type=int, default=None, help="timed benchmark jobs (60)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds for everything")
     parser.add_argument(
-        "--with-fixes",
-        action="store_true",
-        help="measure again with the fixes proposed in README.md (benchmarks/proposed_fixes.py)",
-    )
-    parser.add_argument(
         "--profile",
         action="store_true",
         help="pyinstrument call trees of the in-process jobs, on stderr",
@@ -399,21 +381,16 @@ def main() -> int:
     benches = args.benchmarks or (10 if args.quick else 60)
     deadline = Deadline(args.timeout, "bench_job_overhead")
 
-    runs: dict[str, dict[str, Any]] = {}
     with temp_dir("overhead") as tmp, private_redis(tmp) as redis_url:
-        for fixes in (False, True) if args.with_fixes else (False,):
-            measured = measure(
-                tmp / ("fixed" if fixes else "base"),
-                redis_url,
-                trials,
-                benches,
-                deadline,
-                fixes=fixes,
-                worker=not args.in_process_only,
-                profile=args.profile,
-            )
-            for where, data in measured.items():
-                runs[f"{where}_fixed" if fixes else where] = data
+        runs = measure(
+            tmp / "base",
+            redis_url,
+            trials,
+            benches,
+            deadline,
+            worker=not args.in_process_only,
+            profile=args.profile,
+        )
 
     figures: dict[str, Any] = {"trials": trials, "benchmarks": benches}
     targets: dict[str, dict[str, Any]] = {}
@@ -429,12 +406,11 @@ def main() -> int:
                 f"{f['last_fifth_p50_ms']} ms; CPU slope {f['cpu_slope_ms_per_100_jobs']} "
                 "ms/100 jobs"
             )
-            if not where.endswith("_fixed"):
-                targets[f"{where}_{kind}_p50_ms"] = target(o["p50"], "<=", 100, " ms")
-                targets[f"{where}_{kind}_p95_ms"] = target(o["p95"], "<=", 250, " ms")
-                # "and stay small as the record grows": the newest jobs meet the p50 too
-                last = f["last_fifth_p50_ms"]
-                targets[f"{where}_{kind}_last_fifth_p50_ms"] = target(last, "<=", 100, " ms")
+            targets[f"{where}_{kind}_p50_ms"] = target(o["p50"], "<=", 100, " ms")
+            targets[f"{where}_{kind}_p95_ms"] = target(o["p95"], "<=", 250, " ms")
+            # "and stay small as the record grows": the newest jobs meet the p50 too
+            last = f["last_fifth_p50_ms"]
+            targets[f"{where}_{kind}_last_fifth_p50_ms"] = target(last, "<=", 100, " ms")
         if "completing" in data:
             figures[f"{where}_completing_trial_overhead_ms"] = data["completing"]
             say(

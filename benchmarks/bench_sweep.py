@@ -14,11 +14,8 @@ cheap objective (benchmarks/workloads.py:sleep_objective).
 - gaps per worker: objective end -> next objective start (what a GPU would sit idle),
   and Celery task end -> next task start (the queue's hand-off alone).
 
-With --with-fixes, a second sweep (fresh workers and output) runs with the fixes proposed
-in README.md applied inside the workers (benchmarks/proposed_fixes.py).
-
     python benchmarks/bench_sweep.py [--quick] [--jobs 40] [--workers 4] [--longest 5]
-        [--shortest 0.5] [--with-fixes]
+        [--shortest 0.5]
 
 Targets: makespan / ideal <= 1.05; gap p50 < 50 ms.
 """
@@ -164,24 +161,15 @@ def main() -> int:
     parser.add_argument("--longest", type=float, default=5.0)
     parser.add_argument("--shortest", type=float, default=0.5)
     parser.add_argument("--timeout", type=float, default=900.0)
-    parser.add_argument(
-        "--with-fixes",
-        action="store_true",
-        help="a second sweep with the fixes proposed in README.md (benchmarks/proposed_fixes.py)",
-    )
     args = parser.parse_args()
     deadline = Deadline(args.timeout, "bench_sweep")
     plan = durations(args.jobs, args.longest, args.shortest)
 
     results: dict[str, dict[str, Any]] = {}
     with temp_dir("sweep") as tmp, private_redis(tmp) as redis_url:
-        for fixes in (False, True) if args.with_fixes else (False,):
-            label = "fixed" if fixes else "as_is"
-            rows, began, warm_pids = one_sweep(
-                tmp / label, redis_url, plan, args.workers, deadline, fixes
-            )
-            results[label] = analyse(rows, began, args.workers)
-            results[label]["warm_workers"] = len(warm_pids)
+        rows, began, warm_pids = one_sweep(tmp / "as_is", redis_url, plan, args.workers, deadline)
+        results["as_is"] = analyse(rows, began, args.workers)
+        results["as_is"]["warm_workers"] = len(warm_pids)
 
     for label, f in results.items():
         say(
@@ -206,29 +194,21 @@ def main() -> int:
 
 
 def one_sweep(
-    root: Path, redis_url: str, plan: list[float], workers: int, deadline: Deadline, fixes: bool
+    root: Path, redis_url: str, plan: list[float], workers: int, deadline: Deadline
 ) -> tuple[list[dict[str, Any]], float, set[int]]:
     """Start the workers, warm them up, submit the sweep, wait for its last job."""
-    import benchmarks.proposed_fixes as proposed
-
-    from hpoq.core.tracking import make_client
     from hpoq.workers.celery_app import create_app
 
     output, records = root / "out", root / "records"
     records.mkdir(parents=True)
-    extra = {proposed.FIXES_ENV: "1"} if fixes else {}
-    if fixes:
-        make_client(runtime_for(output).mlflow_uri())  # the store, created as a worker would
-        proposed.enable_wal(runtime_for(output).layout.mlflow_db())
     table = {"sweep": plan, "warm": [WARM_SECONDS] * WARM_JOBS}
     env = clean_env(
         output,
         redis_url,
         HPOQ_BENCH_RECORD_DIR=str(records),
         HPOQ_BENCH_DURATIONS=json.dumps(table),
-        **extra,
     )
-    label = "fixed" if fixes else "as is"
+    label = "as is"
     control = create_app(redis_url)
     try:
         with processes([(hpoq_worker_argv(queues="hpo"), env)] * workers, root / "logs") as procs:

@@ -5,8 +5,11 @@ its last line (one JSON document) is collected. Ctrl-C or SIGTERM stops the runn
 script with SIGINT first (it then stops its own Redis and workers), SIGKILL after a grace.
 The last line printed here is one JSON document with every script's document.
 
-    python benchmarks/run_all.py [--quick] [--with-fixes] [--only dispatch,sweep]
+    python benchmarks/run_all.py [--quick] [--ablate] [--only dispatch,sweep]
         [--timeout 900]
+
+With --ablate, bench_dispatch.py also measures its ablations (hpoq with task events on,
+as while Flower watches, and the other settings it can turn on).
 """
 
 from __future__ import annotations
@@ -142,9 +145,7 @@ def main() -> int:
     parser.add_argument("--only", default="", help=f"comma-separated subset of {','.join(SCRIPTS)}")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per script")
     parser.add_argument(
-        "--with-fixes",
-        action="store_true",
-        help="job_overhead and sweep also measure the proposed fixes; dispatch its ablations",
+        "--ablate", action="store_true", help="dispatch also measures its ablations"
     )
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(SCRIPTS)
@@ -154,11 +155,7 @@ def main() -> int:
 
     runs = []
     for name in names:
-        extra = []
-        if args.with_fixes and name in ("job_overhead", "sweep"):
-            extra = ["--with-fixes"]
-        elif args.with_fixes and name == "dispatch":
-            extra = ["--ablate"]
+        extra = ["--ablate"] if args.ablate and name == "dispatch" else []
         runs.append(run_script(name, args.quick, args.timeout, extra))
     say("===== summary")
     targets, ok = summarise(runs)

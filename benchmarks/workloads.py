@@ -140,8 +140,3 @@ def _connect_task_signals() -> None:
 
 
 _connect_task_signals()
-
-if os.environ.get("HPOQ_BENCH_FIXES") == "1":
-    from benchmarks.proposed_fixes import apply
-
-    apply()

@@ -1,5 +1,6 @@
-"""The compose file's worker and Flower commands, run as local processes: a submitted job
-shows up in Flower's API, which refuses requests without credentials."""
+"""The compose file's worker and Flower commands, run as local processes: Flower switches
+the workers' task events on, a submitted job shows up in its API, and the API refuses
+requests without credentials."""
 
 from __future__ import annotations
 
@@ -7,15 +8,19 @@ import base64
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
 from hpoq.core.coordination.embedded import free_port
+from hpoq.core.jobs import TASK_RUN_TRIAL
 from hpoq.producer.cli import app
+from hpoq.workers.celery_app import create_app
 from tests.factories import write_experiment
 from tests.integration.cluster import cluster_env, wait_for, workers
 
@@ -68,6 +73,18 @@ def test_a_submitted_job_appears_in_flower(
                 "Flower to answer",
                 pool,
             )
+            # Workers start without task events; Flower switches them on every few seconds.
+            # A malformed probe job (rejected by the worker, never run) shows when they are.
+            celery = create_app(redis_url)
+
+            def events_on() -> bool:
+                probe = f"probe-{uuid.uuid4().hex}"
+                celery.send_task(TASK_RUN_TRIAL, args=[{"not": "a job"}], task_id=probe)
+                time.sleep(0.5)
+                code, body = _get(f"{base}/api/tasks", "admin:s3cret")
+                return code == 200 and probe in json.loads(body)
+
+            wait_for(events_on, 60, "Flower to switch task events on", pool)
             path = write_experiment(tmp_path, n_trials=1)
             submitted = subprocess.run(
                 [sys.executable, "-m", "hpoq.producer", "submit", str(path), "--json"],

@@ -16,8 +16,9 @@ import redis
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
 from hpoq.core.benchmark_dispatch import measured_keys
-from hpoq.core.benchmark_index import finished_keys, key_suffix, read_cache
+from hpoq.core.benchmark_index import read_cache
 from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.measured_keys import finished_keys
 from hpoq.core.tracking import artifact_root, ensure_experiment
 from hpoq.workers.benchmark_job import checkpoint_dir, execute_benchmark
 from hpoq.workers.trial_runner import execute_trial
@@ -99,14 +100,14 @@ def test_a_finished_run_with_the_key_tag_but_no_metrics_is_not_a_measurement(
     [job] = world.benchmark()
     empty = _tagged_run_without_metrics(world, job.benchmark_key)
     client = world.services.mlflow()
-    suffix = key_suffix(world.experiment)
-    assert finished_keys(client, world.experiment.benchmark_experiment_name, suffix) == {}
+    keys = [job.benchmark_key]
+    assert finished_keys(client, world.experiment.benchmark_experiment_name, keys) == {}
     runtime = world.runtime
     assert measured_keys(world.experiment, runtime, client, [job.benchmark_key]) == set()
     # The worker does not take it for a result either: it measures.
     outcome = execute_benchmark(job, world.ctx)
     assert outcome.status == "measured" and outcome.run_id != empty
-    found = finished_keys(client, world.experiment.benchmark_experiment_name, suffix)
+    found = finished_keys(client, world.experiment.benchmark_experiment_name, keys)
     assert found == {job.benchmark_key: outcome.run_id}
     assert world.benchmark() == []  # now it is measured: nothing more to enqueue
 

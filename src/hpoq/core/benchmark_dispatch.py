@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
-from hpoq.core.benchmark_index import Candidate, cached_keys, finished_keys, key_suffix
+from hpoq.core.benchmark_index import Candidate, cached_keys
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import QUEUE_BENCHMARK, TASK_RUN_BENCHMARK, BenchmarkJob, new_job_id
+from hpoq.core.measured_keys import finished_keys
 from hpoq.core.runtime import Runtime
 from hpoq.errors import ServiceError
 
@@ -53,10 +54,10 @@ class DispatchReport:
 def measured_keys(
     experiment: Experiment, runtime: Runtime, client: MlflowClient, keys: list[str]
 ) -> set[str]:
-    """Keys with a FINISHED MLflow run or a disk cache file (one MLflow query in all)."""
-    in_mlflow = finished_keys(client, experiment.benchmark_experiment_name, key_suffix(experiment))
+    """Keys with a measurement in MLflow or a disk cache file (MLflow asked once for all)."""
+    in_mlflow = set(finished_keys(client, experiment.benchmark_experiment_name, keys))
     wanted = set(keys)
-    return (wanted & set(in_mlflow)) | cached_keys(runtime.layout, wanted - set(in_mlflow))
+    return (wanted & in_mlflow) | cached_keys(runtime.layout, wanted - in_mlflow)
 
 
 def dispatch(

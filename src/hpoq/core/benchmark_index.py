@@ -3,9 +3,7 @@
 Done means: a FINISHED MLflow run in the benchmark experiment tagged `benchmark_key` with
 the key and holding metrics, or a valid disk cache file for it. A FINISHED run without
 metrics (logged by hand, or by a client that died between creating and filling it) is
-not a measurement. All candidates are checked with one paged MLflow query: every key of
-one experiment shares its `:{data_fp}:{bench_fp}` suffix, so one LIKE filter on that
-suffix returns every measured key, whatever their number.
+not a measurement. `hpoq.core.measured_keys` asks MLflow about many keys at once.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from pydantic import BaseModel, ConfigDict
 from hpoq.config.benchmark import BenchmarkStrategy
 from hpoq.config.experiment import Experiment
 from hpoq.config.selection import SelectionScope
-from hpoq.config.tags import BENCHMARK_KEY_TAG
 from hpoq.core.benchmark_key import build_benchmark_key, cache_file_name
 from hpoq.core.fingerprints import benchmark_fingerprint, data_fingerprint
 from hpoq.core.paths import OutputLayout
@@ -28,7 +25,6 @@ from hpoq.core.retrieval import BestTrial, retrieve_best_trials
 from hpoq.core.runtime import Runtime
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 
@@ -108,28 +104,6 @@ def select_candidates(
                 latest[trial.backbone] = trial
         best = sorted(latest.values(), key=lambda t: t.backbone)
     return [candidate_for(experiment, b) for b in best], result.missing, result.warnings
-
-
-def is_measurement(run: Run) -> bool:
-    """Whether a FINISHED run tagged with a key holds a result (at least one metric)."""
-    return bool(run.data.metrics)
-
-
-def finished_keys(client: MlflowClient, experiment_name: str, suffix: str) -> dict[str, str]:
-    """Measured keys ending in `suffix` -> the run id of a FINISHED run with metrics (one
-    paged query)."""
-    from hpoq.core.mlflow_queries import query_runs_by_tags, quote_filter_value
-
-    found = client.get_experiment_by_name(experiment_name)
-    if found is None:
-        return {}
-    like = f"tags.{BENCHMARK_KEY_TAG} LIKE {quote_filter_value('%' + suffix)}"
-    measured: dict[str, str] = {}
-    for run in query_runs_by_tags(client, [str(found.experiment_id)], {}, extra_filter=like):
-        key = run.data.tags.get(BENCHMARK_KEY_TAG)
-        if key and key.endswith(suffix) and is_measurement(run):
-            measured.setdefault(key, run.info.run_id)
-    return measured
 
 
 def cache_path(layout: OutputLayout, key: str) -> Path:

@@ -34,7 +34,8 @@ class StudyStore:
         self.layout = layout
         self.checkpoint = checkpoint
         self.shared_url = shared_url
-        self._storages: dict[str, optuna.storages.BaseStorage] = {}
+        # path -> (identity of the file when opened, storage)
+        self._storages: dict[str, tuple[FileIdentity, optuna.storages.BaseStorage]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -52,9 +53,14 @@ class StudyStore:
             return self._shared
         path = self.storage_file(backbone, study_name)
         key = str(path)
-        if key not in self._storages:
-            self._storages[key] = _open_file_storage(path)
-        return self._storages[key]
+        cached = self._storages.get(key)
+        if cached is not None and cached[0] == file_identity(path):
+            return cached[1]
+        # First use, or the file was deleted or replaced since: a storage that read the old
+        # file would go on from the old file's position, so open the new one afresh.
+        storage = _open_file_storage(path)
+        self._storages[key] = (file_identity(path), storage)
+        return storage
 
     @cached_property
     def _shared(self) -> optuna.storages.BaseStorage:
@@ -97,6 +103,28 @@ class StudyStore:
             )
         except KeyError:
             return None
+
+
+FileIdentity = tuple[int, int, bytes]
+
+
+def file_identity(path: Path) -> FileIdentity:
+    """What tells one incarnation of a storage file from the next at the same path.
+
+    An inode number is reused as soon as a deleted file is closed, and the file journal is
+    closed between reads, so a journal is also told by its first line: the create-study
+    record, which holds the random worker id of the process that created the study. A
+    SQLite file stays open in the storage's connection pool, so its inode cannot be reused
+    while the storage lives."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return (-1, -1, b"")
+    head = b""
+    if path.suffix == ".journal":
+        with path.open("rb") as handle:
+            head = handle.readline(4096)
+    return (stat.st_dev, stat.st_ino, head)
 
 
 def _open_file_storage(path: Path) -> optuna.storages.BaseStorage:

@@ -10,9 +10,10 @@ from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_benchmark_run_mode
 from hpoq.core.benchmark_dispatch import DispatchReport, dispatch
-from hpoq.core.benchmark_index import Candidate, finished_keys, key_suffix, select_candidates
+from hpoq.core.benchmark_index import Candidate, key_suffix, select_candidates
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob
+from hpoq.core.measured_keys import finished_keys
 from hpoq.producer.services import Services
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,11 @@ def retry_failed(services: Services, experiment: Experiment | None = None) -> Di
     client = services.mlflow()
     report = DispatchReport()
     leases = BenchmarkLeases(services.redis, services.keys)
-    by_experiment: dict[tuple[str, str], list[BenchmarkJob]] = {}
+    by_experiment: dict[str, list[BenchmarkJob]] = {}
     for job in jobs:
-        group = (job.experiment.benchmark_experiment_name, key_suffix(job.experiment))
-        by_experiment.setdefault(group, []).append(job)
-    for (mlflow_name, suffix), group_jobs in by_experiment.items():
-        succeeded = finished_keys(client, mlflow_name, suffix)  # one query per experiment
+        by_experiment.setdefault(job.experiment.benchmark_experiment_name, []).append(job)
+    for mlflow_name, group_jobs in by_experiment.items():
+        succeeded = finished_keys(client, mlflow_name, [j.benchmark_key for j in group_jobs])
         for job in group_jobs:
             if job.benchmark_key in succeeded:
                 services.redis.hdel(failed_hash, job.benchmark_key)

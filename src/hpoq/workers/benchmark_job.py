@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
-from hpoq.core.benchmark_index import cache_path, is_measurement, read_cache
+from hpoq.core.benchmark_index import cache_path, read_cache
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob, JobInFlight
+from hpoq.core.measured_keys import is_measurement
 from hpoq.core.objective import load_objective
 from hpoq.core.trial_record import write_json_atomic
 from hpoq.errors import HpoqError
@@ -125,17 +126,15 @@ def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
     """Run id (or 'disk') of a result this job must not repeat."""
     from hpoq.core.mlflow_queries import query_runs_by_tags
 
-    experiment = ctx.mlflow.get_experiment_by_name(job.experiment.benchmark_experiment_name)
-    if experiment is not None:
-        runs = query_runs_by_tags(
-            ctx.mlflow, [str(experiment.experiment_id)], {BENCHMARK_KEY_TAG: job.benchmark_key}
-        )
-        for run in runs:
-            if not is_measurement(run):
-                continue
-            fence = int(run.data.tags.get(job.experiment.tags.benchmark.fencing_token, "0") or 0)
-            if not job.force or fence >= job.fence:
-                return str(run.info.run_id)
+    runs = query_runs_by_tags(
+        ctx.mlflow, [_experiment_id(job, ctx)], {BENCHMARK_KEY_TAG: job.benchmark_key}
+    )
+    for run in runs:
+        if not is_measurement(run):
+            continue
+        fence = int(run.data.tags.get(job.experiment.tags.benchmark.fencing_token, "0") or 0)
+        if not job.force or fence >= job.fence:
+            return str(run.info.run_id)
     cached = read_cache(ctx.runtime.layout, job.benchmark_key)
     if cached is not None and (not job.force or int(cached.get("fence", 0)) >= job.fence):
         return str(cached.get("run_id") or "disk")
@@ -168,11 +167,7 @@ def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:
 
 
 def _experiment_id(job: BenchmarkJob, ctx: WorkerContext) -> str:
-    from hpoq.core.tracking import artifact_root, ensure_experiment
-
-    return ensure_experiment(
-        ctx.mlflow, job.experiment.benchmark_experiment_name, artifact_root(ctx.runtime.layout)
-    )
+    return ctx.experiment_id(job.experiment.benchmark_experiment_name)
 
 
 def result_metrics(result: Any) -> dict[str, float]:
@@ -212,11 +207,15 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
 
     transient = _transient_errors()
     run_name = f"bench-{job.study_name}-trial-{job.trial_number}"
-    run_id = retry_call(
-        lambda: str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id),
-        what="MLflow create benchmark run",
-        retry_on=transient,
-    )
+    try:
+        run_id = retry_call(
+            lambda: str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id),
+            what="MLflow create benchmark run",
+            retry_on=transient,
+        )
+    except Exception:
+        ctx.forget_experiment(job.experiment.benchmark_experiment_name)
+        raise
     payload = result.model_dump(mode="json")
 
     def log_result() -> None:  # idempotent: retried on the same run
@@ -274,11 +273,15 @@ def _log_failure(
         if run_id is None:
             experiment_id = _experiment_id(job, ctx)
             tags = _tags(job, ctx) | {error_tag: error[:5000]}
-            run = ctx.mlflow.create_run(
-                experiment_id,
-                tags=tags,
-                run_name=f"bench-{job.study_name}-trial-{job.trial_number}",
-            )
+            try:
+                run = ctx.mlflow.create_run(
+                    experiment_id,
+                    tags=tags,
+                    run_name=f"bench-{job.study_name}-trial-{job.trial_number}",
+                )
+            except Exception:
+                ctx.forget_experiment(job.experiment.benchmark_experiment_name)
+                raise
             run_id = str(run.info.run_id)
         else:
             ctx.mlflow.set_tag(run_id, error_tag, error[:5000])

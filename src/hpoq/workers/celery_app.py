@@ -10,7 +10,12 @@
   comes back soon after the timeout.
 - rediss:// without `ssl_cert_reqs` verifies the server certificate (CERT_REQUIRED), as
   redis-py does; Celery would otherwise refuse the URL.
-- events on, for Flower and `hpoq status`.
+- Task events only while someone watches: Flower switches them on in every worker (it
+  broadcasts `enable_events` every few seconds while it runs; remote control is on), and
+  `hpoq worker --task-events` starts a worker with them on. Always-on events, the STARTED
+  state and extended results cost 2-3 ms per job, about a third of a bare Celery round
+  trip (benchmarks/bench_dispatch.py --ablate), and nothing in hpoq reads them: `hpoq
+  status` asks the workers what they run, and `--wait` reads results.
 
 This module imports neither torch nor the task code: the producer uses it to send jobs by
 name. Workers load `hpoq.workers.tasks` through `include`.
@@ -67,9 +72,9 @@ def create_app(redis_url: str) -> Celery:
         event_serializer="json",
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        task_track_started=True,
-        task_send_sent_event=True,
-        worker_send_task_events=True,
+        task_track_started=False,
+        task_send_sent_event=False,
+        worker_send_task_events=False,
         worker_prefetch_multiplier=1,
         worker_concurrency=1,
         worker_enable_remote_control=True,
@@ -79,7 +84,7 @@ def create_app(redis_url: str) -> Celery:
         broker_transport_options=transport,
         result_backend_transport_options=transport,
         result_expires=7 * 24 * 3600,
-        result_extended=True,
+        result_extended=False,
         task_queues=[Queue(QUEUE_HPO), Queue(QUEUE_BENCHMARK)],  # type: ignore[no-untyped-call]
         task_default_queue=QUEUE_HPO,
         task_routes={

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import redis
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 # A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
 DEFAULT_LEASE_S = 60.0
+# Distinct checkpoint configs a worker keeps open studies for (one per experiment, usually).
+MAX_CACHED_STORES = 8
 
 
 def lease_seconds() -> float:
@@ -48,6 +50,11 @@ class WorkerContext:
     keys: RedisKeys
     budget: TrialBudget
     hostname: str
+    # One StudyStore per checkpoint config for the life of the process: its storages read
+    # a study's journal incrementally instead of replaying it from the start on every job.
+    _study_stores: dict[str, StudyStore] = field(default_factory=dict, repr=False)
+    # Experiment ids never change once created; a lookup costs an MLflow round trip.
+    _experiment_ids: dict[str, str] = field(default_factory=dict, repr=False)
 
     @functools.cached_property
     def mlflow(self) -> MlflowClient:
@@ -59,7 +66,27 @@ class WorkerContext:
         from hpoq.config.hpo import CheckpointConfig
 
         assert isinstance(checkpoint, CheckpointConfig)
-        return self.runtime.study_store(checkpoint)
+        key = checkpoint.model_dump_json()
+        store = self._study_stores.get(key)
+        if store is None:
+            if len(self._study_stores) >= MAX_CACHED_STORES:
+                self._study_stores.pop(next(iter(self._study_stores)))
+            store = self._study_stores[key] = self.runtime.study_store(checkpoint)
+        return store
+
+    def experiment_id(self, name: str) -> str:
+        """The id of MLflow experiment `name` (created when missing), cached per process."""
+        from hpoq.core.tracking import artifact_root, ensure_experiment
+
+        found = self._experiment_ids.get(name)
+        if found is None:
+            found = ensure_experiment(self.mlflow, name, artifact_root(self.runtime.layout))
+            self._experiment_ids[name] = found
+        return found
+
+    def forget_experiment(self, name: str) -> None:
+        """Drop a cached id, after MLflow refused a write to it (the experiment was deleted)."""
+        self._experiment_ids.pop(name, None)
 
     @classmethod
     def create(cls, redis_url: str, runtime: Runtime | None = None) -> WorkerContext:

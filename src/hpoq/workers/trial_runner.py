@@ -33,7 +33,6 @@ from hpoq.core.optuna_setup import (
     open_variant_study,
 )
 from hpoq.core.paths import OutputLayout
-from hpoq.core.tracking import artifact_root, ensure_experiment
 from hpoq.core.trial_record import TrialRecord, write_metrics_file
 from hpoq.core.variants import VariantRef
 from hpoq.workers.context import WorkerContext, lease_seconds
@@ -134,14 +133,16 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             metric=hpo.objective.metric,
         )
         started = TrialRecord(state="FAIL", value=None, params={}, **record_base)
+        experiment_name = job.experiment.hpo_experiment_name
         try:
-            experiment_id = ensure_experiment(
-                ctx.mlflow, job.experiment.hpo_experiment_name, artifact_root(layout)
-            )
             run_id = start_trial_run(
-                ctx.mlflow, experiment_id, started, started.mlflow_tags(job.experiment.tags)
+                ctx.mlflow,
+                ctx.experiment_id(experiment_name),
+                started,
+                started.mlflow_tags(job.experiment.tags),
             )
         except Exception:
+            ctx.forget_experiment(experiment_name)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
         trial.set_user_attr(RUN_ID_ATTR, run_id)

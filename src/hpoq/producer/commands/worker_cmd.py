@@ -11,10 +11,13 @@ import typer
 from hpoq.producer.output import exit_codes
 
 
-def worker_argv(gpu: int | None, queues: str, concurrency: int, loglevel: str) -> list[str]:
-    """The celery command line; the worker is named after host and GPU, events on."""
+def worker_argv(
+    gpu: int | None, queues: str, concurrency: int, loglevel: str, task_events: bool = False
+) -> list[str]:
+    """The celery command line; the worker is named after host and GPU. Task events are off
+    unless asked for: Flower switches them on by itself while it runs."""
     device = f"gpu{gpu}" if gpu is not None else "cpu"
-    return [
+    argv = [
         sys.executable,
         "-m",
         "celery",
@@ -31,11 +34,11 @@ def worker_argv(gpu: int | None, queues: str, concurrency: int, loglevel: str) -
         "1",
         "--hostname",
         f"hpoq-{device}-{os.getpid()}@%h",
-        "--task-events",
         "--loglevel",
         loglevel,
         "--without-mingle",
     ]
+    return [*argv, "--task-events"] if task_events else argv
 
 
 def worker(
@@ -45,6 +48,13 @@ def worker(
     ] = "hpo,benchmark",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+    task_events: Annotated[
+        bool,
+        typer.Option(
+            "--task-events/--no-task-events",
+            help="Send task events from the start (Flower turns them on by itself).",
+        ),
+    ] = False,
 ) -> None:
     """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch."""
     from hpoq.core.coordination.local_redis import resolve_redis_url
@@ -61,5 +71,5 @@ def worker(
     env = dict(os.environ, HPOQ_REDIS_URL=url)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel)
+    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel, task_events)
     os.execve(argv[0], argv, env)
