@@ -33,6 +33,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
 
 DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
+PROC_ALIVE_TIMEOUT_S = 60.0
 
 
 def visibility_timeout_s() -> int:
@@ -79,6 +80,10 @@ def create_app(redis_url: str) -> Celery:
         worker_concurrency=1,
         worker_enable_remote_control=True,
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        # A new pool process imports MLflow and Optuna before it says it is up: seconds on a
+        # busy host. Past Celery's 4 s default the parent SIGKILLs it and starts another,
+        # which can miss the deadline the same way.
+        worker_proc_alive_timeout=PROC_ALIVE_TIMEOUT_S,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options=transport,

@@ -21,6 +21,7 @@ from hpoq.core.jobs import (
     parse_job,
 )
 from hpoq.errors import InputError
+from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
 from hpoq.workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ T = TypeVar("T")
 MAX_TRANSIENT_RETRIES = 5
 
 _context: WorkerContext | None = None
+# Set in a worker's pool process; an in-process caller (tests, tools) keeps its own heap.
+_in_pool_process = {"yes": False}
 
 
 def worker_context(app_broker_url: str) -> WorkerContext:
@@ -48,6 +51,9 @@ def _fresh_child(**_: Any) -> None:
     # Warm the child once, before its first job: these imports take seconds.
     import mlflow.tracking  # noqa: F401
     import optuna  # noqa: F401
+
+    _in_pool_process["yes"] = True
+    freeze_loaded_objects()
 
 
 @worker_process_shutdown.connect
@@ -79,18 +85,6 @@ def _transient() -> tuple[type[BaseException], ...]:
         MlflowException,
         ServiceError,  # a service we could not reach (MLflow experiment lookup, Redis)
     )
-
-
-def release_accelerator_memory() -> None:
-    """Free cached GPU memory between jobs without restarting the warm process."""
-    import sys
-
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        import gc
-
-        gc.collect()
-        torch.cuda.empty_cache()
 
 
 from hpoq.workers.worker_app import app  # noqa: E402 - tasks register on the worker's app
@@ -129,6 +123,9 @@ def _execute(
         raise task.retry(exc=exc, countdown=delay) from None
     finally:
         release_accelerator_memory()
+        if _in_pool_process["yes"]:
+            # The first job loads torch and the objective's modules: freeze those too.
+            freeze_loaded_objects()
 
 
 @app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None)

@@ -26,11 +26,10 @@ def run_inference_benchmark(
     device: str | None = None,
 ) -> BenchmarkResult:
     """Latency, throughput and peak memory per (precision, batch size) on the test split."""
-    import gc
-
     import torch
     import transformers
 
+    from hpoq.workers.accelerator_memory import release_accelerator_memory
     from hpoq.workers.bench.measure import measure_batch_size
     from hpoq.workers.training.device import resolve_device, torch_dtype
     from hpoq.workers.training.encoding import encode
@@ -67,9 +66,7 @@ def run_inference_benchmark(
                 )
             )
         del model, loaded
-        gc.collect()
-        if target.type == "cuda":
-            torch.cuda.empty_cache()
+        release_accelerator_memory()
     cuda = target.type == "cuda"
     return BenchmarkResult(
         runner="torch",

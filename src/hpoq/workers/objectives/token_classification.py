@@ -7,7 +7,6 @@ them loaded for every later trial of the process.
 
 from __future__ import annotations
 
-import gc
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -107,12 +106,10 @@ def _save_checkpoint(
 
 def _release(run: TrainingRun | None) -> None:
     """Drop the model now, not at the next trial: a worker runs many trials on one GPU."""
-    import torch
+    from hpoq.workers.accelerator_memory import release_accelerator_memory
 
     if run is not None:
         run.model = None
         run.train.clear()
         run.validation.clear()
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    release_accelerator_memory()
