@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import optuna
@@ -143,3 +144,48 @@ def test_a_dead_workers_trial_is_reaped_as_fail(setup) -> None:  # type: ignore[
     frozen = study.get_trials()[orphan.number]
     assert frozen.state == optuna.trial.TrialState.FAIL
     assert execute_trial(jobs[0], ctx).status == "already_done"
+
+
+class SlowToOpenRuns:
+    """An MLflow client whose create_run waits (up to 10 s) until the objective has
+    suggested its parameters, and records whether it saw that happen."""
+
+    def __init__(self, client, store, ref) -> None:  # type: ignore[no-untyped-def]
+        self.client = client
+        self.store = store
+        self.ref = ref
+        self.saw_objective_running: list[bool] = []
+
+    def create_run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 10
+        seen = False
+        while not seen and time.monotonic() < deadline:
+            study = self.store.load(self.ref)
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            seen = any(t.params for t in running)
+            time.sleep(0.02)
+        self.saw_objective_running.append(seen)
+        return self.client.create_run(*args, **kwargs)
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.client, name)
+
+
+def test_the_mlflow_run_is_opened_while_the_objective_works(setup) -> None:  # type: ignore[no-untyped-def]
+    experiment, runtime, ctx, jobs = setup
+    slow = SlowToOpenRuns(
+        ctx.mlflow,
+        runtime.study_store(experiment.hpo.checkpoint),
+        VariantRef("tiny", 1, "hpo_tiny"),
+    )
+    ctx.mlflow = slow
+    outcome = execute_trial(jobs[0], ctx)
+    assert slow.saw_objective_running == [True]
+    assert outcome.status == "completed" and outcome.run_id
+    trial = (
+        runtime.study_store(experiment.hpo.checkpoint)
+        .load(VariantRef("tiny", 1, "hpo_tiny"))
+        .trials[0]
+    )  # type: ignore[union-attr]
+    assert trial.user_attrs[RUN_ID_ATTR] == outcome.run_id
+    assert slow.client.get_run(outcome.run_id).info.status == "FINISHED"
