@@ -144,6 +144,52 @@ def test_a_dead_workers_trial_is_reaped_as_fail(setup) -> None:  # type: ignore[
     frozen = study.get_trials()[orphan.number]
     assert frozen.state == optuna.trial.TrialState.FAIL
     assert execute_trial(jobs[0], ctx).status == "already_done"
+    # It died before opening a run: the reaper logged a FAILED one for it.
+    assert _runs_of_trial(ctx, experiment, orphan.number) == ["FAILED"]
+
+
+def _runs_of_trial(ctx, experiment, number: int) -> list[str]:  # type: ignore[no-untyped-def]
+    found = ctx.mlflow.get_experiment_by_name(experiment.hpo_experiment_name)
+    runs = ctx.mlflow.search_runs(
+        [found.experiment_id],
+        f"tags.`{experiment.tags.process.trial_number}` = '{number}'",
+    )
+    return [r.info.status for r in runs]
+
+
+def test_a_run_opened_by_a_worker_that_died_before_recording_it_is_failed(setup) -> None:  # type: ignore[no-untyped-def]
+    from hpoq.core.trial_record import TrialRecord
+    from hpoq.workers.trial_tracking import start_trial_run
+
+    experiment, runtime, ctx, jobs = setup
+    store = runtime.study_store(experiment.hpo.checkpoint)
+    study = open_variant_study(store, VariantRef("tiny", 1, "hpo_tiny"), experiment.hpo)
+    key = study_key_hash("tiny", "hpo_tiny")
+    ctx.budget.claim(key, jobs[0].job_id, 3, [], lease_s=0.01)
+    orphan = study.ask()
+    orphan.set_user_attr(JOB_ID_ATTR, jobs[0].job_id)
+    # The worker opened the trial's run, then died before recording its id on the trial.
+    record = TrialRecord(
+        state="FAIL",
+        value=None,
+        params={},
+        experiment=experiment.name,
+        backbone="tiny",
+        study_name="hpo_tiny",
+        variant=1,
+        trial_number=orphan.number,
+        metric=experiment.hpo.objective.metric,
+    )
+    start_trial_run(
+        ctx.mlflow,
+        ctx.experiment_id(experiment.hpo_experiment_name),
+        record,
+        record.mlflow_tags(experiment.tags),
+    )
+    time.sleep(2.1)
+    outcome = execute_trial(jobs[1], ctx)
+    assert [r.trial_number for r in outcome.reaped] == [orphan.number]
+    assert _runs_of_trial(ctx, experiment, orphan.number) == ["FAILED"]  # that run, no other
 
 
 class SlowToOpenRuns:

@@ -7,7 +7,7 @@ input leaves nothing behind: no allocated number, no study, no job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
     from mlflow.tracking import MlflowClient
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 ENQUEUE_LOCK_TIMEOUT_S = 60
@@ -141,6 +142,21 @@ class Submitter:
             min_age_s=lease_seconds(),
             mlflow=self.mlflow,
             error_tag=self.experiment.tags.benchmark.error,
+            record_lost=None if self.mlflow is None else self._lost_trial_recorder(ref),
+        )
+
+    def _lost_trial_recorder(self, ref: VariantRef) -> Callable[[FrozenTrial, str], None]:
+        from hpoq.core.tracking import artifact_root, ensure_experiment
+        from hpoq.workers.trial_tracking import lost_trial_recorder
+
+        assert self.mlflow is not None
+        client = self.mlflow
+        name = self.experiment.hpo_experiment_name
+        return lost_trial_recorder(
+            client,
+            lambda: ensure_experiment(client, name, artifact_root(self.runtime.layout)),
+            self.experiment,
+            ref,
         )
 
     def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:

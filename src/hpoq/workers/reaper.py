@@ -1,15 +1,17 @@
 """Reaping trials whose worker died: RUNNING in Optuna, but nobody holds their claim.
 
-A reaped trial becomes FAIL (so it frees its budget slot), its MLflow run FAILED, and
-its job is retired; the first reaper to retire it returns the job id so that a
-replacement job can be enqueued. A RUNNING trial without a job id (written by hand or
-by an older process) is reaped only after `grace_s`.
+A reaped trial becomes FAIL (so it frees its budget slot) and its MLflow run FAILED; a
+trial whose worker died before opening its run gets a FAILED run logged for it. Its job
+is retired; the first reaper to retire it returns the job id so that a replacement job
+can be enqueued. A RUNNING trial without a job id (written by hand or by an older
+process) is reaped only after `grace_s`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,8 +21,11 @@ from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 if TYPE_CHECKING:
     import optuna
     from mlflow.tracking import MlflowClient
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
+
+LOST_REASON = "worker lost: lease lapsed"
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,10 @@ def reap_stale_trials(
     min_age_s: float,
     mlflow: MlflowClient | None = None,
     error_tag: str = "hpoq.error",
+    record_lost: Callable[[FrozenTrial, str], None] | None = None,
 ) -> list[Reaped]:
+    """Reap the stale RUNNING trials of `study`. `record_lost(trial, reason)` logs a FAILED
+    MLflow run for a reaped trial that has none (its worker died before opening it)."""
     from optuna.trial import TrialState
 
     reaped: list[Reaped] = []
@@ -59,13 +67,15 @@ def reap_stale_trials(
         if frozen.state != TrialState.FAIL:
             continue  # it finished while we looked
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if mlflow is not None and run_id:
-            try:
+        try:
+            if mlflow is not None and run_id:
                 from hpoq.workers.trial_tracking import fail_run
 
-                fail_run(mlflow, str(run_id), "worker lost: lease lapsed", error_tag)
-            except Exception as exc:  # the trial is reaped either way; the run stays RUNNING
-                log.warning("could not mark MLflow run %s FAILED: %s", run_id, exc)
+                fail_run(mlflow, str(run_id), LOST_REASON, error_tag)
+            elif record_lost is not None and not run_id:
+                record_lost(frozen, LOST_REASON)
+        except Exception as exc:  # the trial is reaped either way
+            log.warning("could not record lost trial %d in MLflow: %s", trial.number, exc)
         first = budget.mark_done(study_key, str(job_id)) if job_id else False
         log.warning("reaped trial %d of %s (job %s)", trial.number, study.study_name, job_id)
         reaped.append(Reaped(trial.number, str(job_id) if job_id else None, first))

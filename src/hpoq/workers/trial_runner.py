@@ -42,7 +42,7 @@ from hpoq.core.variants import VariantRef
 from hpoq.workers.context import WorkerContext, lease_seconds
 from hpoq.workers.deliveries import max_deliveries, record_delivery, root_job_id
 from hpoq.workers.reaper import Reaped, reap_stale_trials
-from hpoq.workers.trial_tracking import finish_trial_run, start_trial_run
+from hpoq.workers.trial_tracking import finish_trial_run, lost_trial_recorder, start_trial_run
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,6 +120,12 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         min_age_s=lease_s,
         mlflow=ctx.mlflow,
         error_tag=job.experiment.tags.benchmark.error,
+        record_lost=lost_trial_recorder(
+            ctx.mlflow,
+            lambda: ctx.experiment_id(job.experiment.hpo_experiment_name),
+            job.experiment,
+            ref,
+        ),
     )
     finished_jobs = finished_job_ids(probe)
     finished = len(finished_jobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hpoq.core.retry import retry_call
@@ -9,6 +10,10 @@ from hpoq.core.trial_record import MLFLOW_STATUS, TrialRecord
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+    from optuna.trial import FrozenTrial
+
+    from hpoq.config.experiment import Experiment
+    from hpoq.core.variants import VariantRef
 
 # What counts as MLflow being briefly unreachable rather than a bug.
 TRANSIENT = (ConnectionError, TimeoutError, OSError)
@@ -67,3 +72,41 @@ def fail_run(client: MlflowClient, run_id: str, reason: str, error_tag: str) -> 
         client.set_terminated(run_id, status="FAILED")
 
     retry_call(mark, what="MLflow fail run", retry_on=_transient_errors(), attempts=3)
+
+
+def lost_trial_recorder(
+    client: MlflowClient,
+    experiment_id: Callable[[], str],
+    experiment: Experiment,
+    ref: VariantRef,
+) -> Callable[[FrozenTrial, str], None]:
+    """For the reaper, a trial without a run id (its worker died before recording one): the
+    run the worker may have opened just before dying is found by the trial's tags and
+    failed; when there is none, a FAILED run tagged like any trial's is logged, so every
+    failed trial shows in MLflow."""
+    from hpoq.core.mlflow_queries import query_runs_by_tags
+
+    def record(trial: FrozenTrial, reason: str) -> None:
+        process = experiment.tags.process
+        mine = {process.study_name: ref.study_name, process.trial_number: str(trial.number)}
+        opened = list(query_runs_by_tags(client, [experiment_id()], mine, status=None))
+        if opened:
+            for run in opened:
+                if run.info.status == "RUNNING":
+                    fail_run(client, run.info.run_id, reason, experiment.tags.benchmark.error)
+            return
+        lost = TrialRecord(
+            state="FAIL",
+            value=None,
+            params=dict(trial.params),
+            experiment=experiment.name,
+            backbone=ref.backbone,
+            study_name=ref.study_name,
+            variant=ref.variant,
+            trial_number=trial.number,
+            metric=experiment.hpo.objective.metric,
+        )
+        run_id = start_trial_run(client, experiment_id(), lost, lost.mlflow_tags(experiment.tags))
+        fail_run(client, run_id, reason, experiment.tags.benchmark.error)
+
+    return record
