@@ -13,7 +13,8 @@ from mlflow.tracking import MlflowClient
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
 from hpoq.core import measured_keys
-from hpoq.core.measured_keys import CHUNK, finished_keys, key_suffix_of
+from hpoq.core.benchmark_key import key_suffix_of
+from hpoq.core.measured_keys import CHUNK, finished_keys
 
 EXPERIMENT = "bench-exp"
 SUFFIX = ":d0d0d0d0:b1b1b1b1"

@@ -112,6 +112,19 @@ class World:
         return [] if exp is None else list(client.search_runs([exp.experiment_id]))
 
 
+def finished_sweep(
+    tmp_path: Path, redis_client: redis.Redis, redis_url: str, monkeypatch: Any
+) -> World:
+    """A world whose 2-trial sweep has run in process: where benchmark tests start."""
+    from hpoq.workers.trial_runner import execute_trial
+
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "5")
+    world = World.create(tmp_path, redis_client, redis_url, n_trials=2)
+    for job in world.submit():
+        execute_trial(job, world.ctx)
+    return world
+
+
 def _once(action: Callable[[], None]) -> Callable[[], None]:
     done: list[bool] = []
 

@@ -22,19 +22,14 @@ from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob
 from hpoq.producer.benchmark import benchmark_experiment, retry_failed
 from hpoq.workers.benchmark_job import execute_benchmark
-from hpoq.workers.trial_runner import execute_trial
-from tests.integration.inprocess import World
+from tests.integration.inprocess import World, finished_sweep
 
 
 @pytest.fixture
 def world(
     tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> World:
-    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "5")
-    world = World.create(tmp_path, real_redis, redis_url, n_trials=2)
-    for job in world.submit():
-        execute_trial(job, world.ctx)
-    return world
+    return finished_sweep(tmp_path, real_redis, redis_url, monkeypatch)
 
 
 def _fill_disk(monkeypatch: pytest.MonkeyPatch, directory: Path, step: str) -> None:

@@ -21,19 +21,14 @@ from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.measured_keys import finished_keys
 from hpoq.core.tracking import artifact_root, ensure_experiment
 from hpoq.workers.benchmark_job import checkpoint_dir, execute_benchmark
-from hpoq.workers.trial_runner import execute_trial
-from tests.integration.inprocess import World
+from tests.integration.inprocess import World, finished_sweep
 
 
 @pytest.fixture
 def world(
     tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> World:
-    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "5")
-    world = World.create(tmp_path, real_redis, redis_url, n_trials=2)
-    for job in world.submit():
-        execute_trial(job, world.ctx)
-    return world
+    return finished_sweep(tmp_path, real_redis, redis_url, monkeypatch)
 
 
 def _bench_runs(world: World) -> list[Any]:

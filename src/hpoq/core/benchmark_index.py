@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 from hpoq.config.benchmark import BenchmarkStrategy
 from hpoq.config.experiment import Experiment
 from hpoq.config.selection import SelectionScope
+from hpoq.core import benchmark_key
 from hpoq.core.benchmark_key import build_benchmark_key, cache_file_name
-from hpoq.core.fingerprints import benchmark_fingerprint, data_fingerprint
 from hpoq.core.paths import OutputLayout
 from hpoq.core.retrieval import BestTrial, retrieve_best_trials
 from hpoq.core.runtime import Runtime
@@ -52,7 +52,7 @@ class Candidate(BaseModel):
 
 
 def key_suffix(experiment: Experiment) -> str:
-    return f":{data_fingerprint(experiment.data)}:{benchmark_fingerprint(experiment.benchmark)}"
+    return benchmark_key.key_suffix(experiment.data, experiment.benchmark)
 
 
 def candidate_for(experiment: Experiment, best: BestTrial) -> Candidate:

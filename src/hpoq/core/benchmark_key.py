@@ -32,9 +32,18 @@ def build_benchmark_key(
     run = run_id or NO_RUN_ID
     if ":" in run:
         raise InputError(f"run_id: {run!r} cannot be part of a benchmark key")
-    return ":".join(
-        [backbone, variant, run, trial_id, data_fingerprint(data), benchmark_fingerprint(benchmark)]
-    )
+    return ":".join([backbone, variant, run, trial_id]) + key_suffix(data, benchmark)
+
+
+def key_suffix(data: DataConfig, benchmark: BenchmarkConfig) -> str:
+    """`:{data_fp}:{bench_fp}`: the end shared by every key measured under these configs."""
+    return f":{data_fingerprint(data)}:{benchmark_fingerprint(benchmark)}"
+
+
+def key_suffix_of(key: str) -> str:
+    """The `:{data_fp}:{bench_fp}` end of a key (the key itself when it has no such end)."""
+    parts = key.rsplit(":", 2)
+    return ":" + ":".join(parts[1:]) if len(parts) == 3 else key
 
 
 def cache_file_name(key: str) -> str:

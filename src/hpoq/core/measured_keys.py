@@ -23,6 +23,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
+from hpoq.core.benchmark_key import key_suffix_of
 from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -42,12 +43,6 @@ _engines_lock = threading.Lock()
 def is_measurement(run: Run) -> bool:
     """Whether a FINISHED run tagged with a key holds a result (at least one metric)."""
     return bool(run.data.metrics)
-
-
-def key_suffix_of(key: str) -> str:
-    """`:{data_fp}:{bench_fp}`, the part of a key that every key of one experiment shares."""
-    parts = key.rsplit(":", 2)
-    return ":" + ":".join(parts[1:]) if len(parts) == 3 else key
 
 
 def finished_keys(

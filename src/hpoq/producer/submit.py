@@ -142,15 +142,17 @@ class Submitter:
             min_age_s=lease_seconds(),
             mlflow=self.mlflow,
             error_tag=self.experiment.tags.benchmark.error,
-            record_lost=None if self.mlflow is None else self._lost_trial_recorder(ref),
+            record_lost=None
+            if self.mlflow is None
+            else self._lost_trial_recorder(self.mlflow, ref),
         )
 
-    def _lost_trial_recorder(self, ref: VariantRef) -> Callable[[FrozenTrial, str], None]:
+    def _lost_trial_recorder(
+        self, client: MlflowClient, ref: VariantRef
+    ) -> Callable[[FrozenTrial, str], None]:
         from hpoq.core.tracking import artifact_root, ensure_experiment
         from hpoq.workers.trial_tracking import lost_trial_recorder
 
-        assert self.mlflow is not None
-        client = self.mlflow
         name = self.experiment.hpo_experiment_name
         return lost_trial_recorder(
             client,

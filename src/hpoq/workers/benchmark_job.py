@@ -170,6 +170,17 @@ def _experiment_id(job: BenchmarkJob, ctx: WorkerContext) -> str:
     return ctx.experiment_id(job.experiment.benchmark_experiment_name)
 
 
+def _open_run(job: BenchmarkJob, ctx: WorkerContext, tags: dict[str, str]) -> str:
+    """A new RUNNING run for the job's key in the benchmark experiment."""
+    run_name = f"bench-{job.study_name}-trial-{job.trial_number}"
+    return ctx.in_experiment(
+        job.experiment.benchmark_experiment_name,
+        lambda experiment_id: str(
+            ctx.mlflow.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id
+        ),
+    )
+
+
 def result_metrics(result: Any) -> dict[str, float]:
     """Flat MLflow metrics, one group per (precision, batch size)."""
     metrics: dict[str, float] = {}
@@ -199,23 +210,15 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     from hpoq.workers.trial_tracking import _transient_errors
 
     client = ctx.mlflow
-    experiment_id = _experiment_id(job, ctx)
     tags = _tags(job, ctx) | {"hpoq.device": result.device, "hpoq.device_name": result.device_name}
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in sorted(result_metrics(result).items())]
     params = [Param(k, str(v)) for k, v in sorted(result.config.items())]
 
     transient = _transient_errors()
-    run_name = f"bench-{job.study_name}-trial-{job.trial_number}"
-    try:
-        run_id = retry_call(
-            lambda: str(client.create_run(experiment_id, tags=tags, run_name=run_name).info.run_id),
-            what="MLflow create benchmark run",
-            retry_on=transient,
-        )
-    except Exception:
-        ctx.forget_experiment(job.experiment.benchmark_experiment_name)
-        raise
+    run_id = retry_call(
+        lambda: _open_run(job, ctx, tags), what="MLflow create benchmark run", retry_on=transient
+    )
     payload = result.model_dump(mode="json")
 
     def log_result() -> None:  # idempotent: retried on the same run
@@ -271,18 +274,7 @@ def _log_failure(
     try:
         error_tag = job.experiment.tags.benchmark.error
         if run_id is None:
-            experiment_id = _experiment_id(job, ctx)
-            tags = _tags(job, ctx) | {error_tag: error[:5000]}
-            try:
-                run = ctx.mlflow.create_run(
-                    experiment_id,
-                    tags=tags,
-                    run_name=f"bench-{job.study_name}-trial-{job.trial_number}",
-                )
-            except Exception:
-                ctx.forget_experiment(job.experiment.benchmark_experiment_name)
-                raise
-            run_id = str(run.info.run_id)
+            run_id = _open_run(job, ctx, _tags(job, ctx) | {error_tag: error[:5000]})
         else:
             ctx.mlflow.set_tag(run_id, error_tag, error[:5000])
         ctx.mlflow.set_terminated(run_id, status="FAILED")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
@@ -18,6 +19,8 @@ from hpoq.core.studies import StudyStore
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+
+T = TypeVar("T")
 
 # A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
 DEFAULT_LEASE_S = 60.0
@@ -84,9 +87,15 @@ class WorkerContext:
             self._experiment_ids[name] = found
         return found
 
-    def forget_experiment(self, name: str) -> None:
-        """Drop a cached id, after MLflow refused a write to it (the experiment was deleted)."""
-        self._experiment_ids.pop(name, None)
+    def in_experiment(self, name: str, write: Callable[[str], T]) -> T:
+        """`write(experiment_id)` with the cached id of experiment `name`. A failed write
+        drops the cached id, so the next one looks it up again (the experiment may have
+        been deleted and created anew)."""
+        try:
+            return write(self.experiment_id(name))
+        except Exception:
+            self._experiment_ids.pop(name, None)
+            raise
 
     @classmethod
     def create(cls, redis_url: str, runtime: Runtime | None = None) -> WorkerContext:

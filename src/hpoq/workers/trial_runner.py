@@ -171,11 +171,11 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         experiment_name = job.experiment.hpo_experiment_name
 
         def open_run() -> str:
-            run_id = start_trial_run(
-                ctx.mlflow,
-                ctx.experiment_id(experiment_name),
-                started,
-                started.mlflow_tags(job.experiment.tags),
+            run_id = ctx.in_experiment(
+                experiment_name,
+                lambda experiment_id: start_trial_run(
+                    ctx.mlflow, experiment_id, started, started.mlflow_tags(job.experiment.tags)
+                ),
             )
             trial.set_user_attr(RUN_ID_ATTR, run_id)  # the reaper fails the run by this
             return run_id
@@ -187,7 +187,6 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         try:
             run_id = opening.result()
         except Exception:
-            ctx.forget_experiment(experiment_name)
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             raise
         extra = {"hpoq.worker": ctx.hostname}
