@@ -17,15 +17,28 @@ RUN_ID_ATTR = "hpoq.mlflow_run_id"
 FINISHED_STATES = ("COMPLETE", "PRUNED")  # these count toward n_trials; FAIL does not
 
 
-def build_sampler(config: SamplerConfig, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """A sampler seeded per trial: `seed + trials so far`, so workers sharing one study do
-    not all propose the same point, and a replayed history proposes the same one."""
+def build_sampler(config: SamplerConfig, variant: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler. With a seed, every trial draws from its own seed of
+    (seed, variant, trial number) (`hpoq.core.trial_seeds`): concurrent asks differ, a new
+    variant explores new points, a rerun of a trial number with the same history repeats
+    its point. Without one, each process seeds from the operating system.
+
+    TPE runs with `constant_liar=True` (Optuna 5's default, set here so the intent
+    survives a change of default): a RUNNING trial counts as a bad result, so workers
+    sampling while others train move away from the points already in flight; Optuna's
+    TPESampler documentation recommends it for distributed optimisation."""
     import optuna
 
-    seed = None if config.seed is None else config.seed + seed_offset
-    if config.type == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed)
+    def make(seed: int | None) -> optuna.samplers.BaseSampler:
+        if config.type == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+    if config.seed is None:
+        return make(None)
+    from hpoq.core.seeded_sampler import PerTrialSeedSampler
+
+    return PerTrialSeedSampler(make, config.seed, variant)
 
 
 def build_pruner(config: PrunerConfig) -> optuna.pruners.BasePruner:
@@ -55,15 +68,13 @@ def create_variant_study(store: StudyStore, ref: VariantRef, hpo: HpoConfig) -> 
     return study
 
 
-def open_variant_study(
-    store: StudyStore, ref: VariantRef, hpo: HpoConfig, seed_offset: int = 0
-) -> optuna.Study:
+def open_variant_study(store: StudyStore, ref: VariantRef, hpo: HpoConfig) -> optuna.Study:
     import optuna
 
     return optuna.load_study(
         study_name=ref.study_name,
         storage=store.storage_for(ref.backbone, ref.study_name),
-        sampler=build_sampler(hpo.sampler, seed_offset),
+        sampler=build_sampler(hpo.sampler, ref.variant),
         pruner=build_pruner(hpo.pruner),
     )
 

@@ -153,10 +153,8 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
 
     counted = False
     try:
-        # Seed per trial from the history so parallel workers explore different points.
-        study = open_variant_study(
-            store, ref, hpo, seed_offset=len(probe.get_trials(deepcopy=False))
-        )
+        # The sampler seeds each trial from (seed, variant, trial number): see trial_seeds.
+        study = open_variant_study(store, ref, hpo)
         trial = study.ask()
         trial.set_user_attr(JOB_ID_ATTR, job.job_id)
         record_base = dict(
