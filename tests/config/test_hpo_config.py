@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from hpoq.config.base import MAX_NAME_LENGTH, SAFE_NAME_PATTERN, RunMode, check_safe_name
 from hpoq.config.hpo import (
+    BUILTIN_OBJECTIVE,
     MAX_TRIALS,
     BackboneConfig,
     CategoricalParam,
@@ -497,3 +498,36 @@ def test_no_backbone_study_reads_as_a_variant_of_another() -> None:
         for b in bases:
             if a != b:
                 assert parse_variant(a, b) is None, f"{b!r} reads as a variant of {a!r}"
+
+
+# --- objective metric -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["micro-f1", "macro-f1", "precision", "recall"])
+def test_the_builtin_objective_accepts_the_metrics_it_computes(metric: str) -> None:
+    config = HpoConfig.model_validate(hpo_dict(objective={"metric": metric}))
+    assert config.objective.function == BUILTIN_OBJECTIVE
+    assert config.objective.metric == metric
+
+
+def test_an_unknown_metric_of_the_builtin_objective_lists_the_choices(tmp_path: Path) -> None:
+    error = fails_at(hpo_dict(objective={"metric": "micro_f1"}), ("objective", "metric"))
+    assert "micro-f1, macro-f1, precision, recall" in str(error)
+    path = tmp_path / "hpo.yaml"
+    path.write_text(
+        "backbones: [{name: tiny, architecture: {}}]\nn_trials: 3\n"
+        "search_space: {lr: {type: log, low: 1.0e-5, high: 1.0e-3}}\n"
+        "objective: {metric: accuracy}\n"
+    )
+    with pytest.raises(InputError) as caught:
+        load_model(path, HpoConfig)
+    message = str(caught.value)
+    assert str(path) in message and "objective.metric" in message
+    assert "micro-f1, macro-f1, precision, recall" in message
+
+
+def test_a_custom_objective_names_its_own_metric() -> None:
+    config = HpoConfig.model_validate(
+        hpo_dict(objective={"function": "my_pkg.search:objective", "metric": "val/accuracy"})
+    )
+    assert config.objective.metric == "val/accuracy"

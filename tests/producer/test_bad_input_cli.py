@@ -15,6 +15,7 @@ import redis
 import yaml
 from typer.testing import CliRunner
 
+from hpoq.config.hpo import BUILTIN_OBJECTIVE
 from hpoq.producer.cli import app
 from hpoq.producer.output import EXIT_BAD_INPUT
 from tests.factories import write_experiment
@@ -162,6 +163,18 @@ CASES = [
         _yaml("hpo.yaml", _set("objective", "function", "os.system('id')")),
         "hpo.yaml",
         "objective.function",
+    ),
+    (
+        "metric-the-builtin-objective-does-not-compute",
+        _yaml(
+            "hpo.yaml",
+            _set(
+                "objective",
+                {"function": BUILTIN_OBJECTIVE, "metric": "accuracy", "direction": "maximize"},
+            ),
+        ),
+        "hpo.yaml",
+        "objective.metric",
     ),
     (
         "selection-disagrees",

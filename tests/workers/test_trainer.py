@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hpoq.config.data import DataConfig
 from hpoq.config.hpo import BackboneConfig, TrainerConfig
 from hpoq.core.datasets import ensure_dataset
 from hpoq.errors import InputError
-from hpoq.workers.objectives.token_classification import objective, trial_seed
+from hpoq.workers.objectives.token_classification import objective, training_seed
 from hpoq.workers.training.checkpoints import read_best_pointer
 from hpoq.workers.training.device import seed_everything
 from hpoq.workers.training.hyperparams import HyperParams
@@ -43,13 +44,14 @@ def test_training_beats_the_untrained_model(data: tuple[DataConfig, Path]) -> No
     config, data_dir = data
     seed_everything(0)
     run = prepare(TINY, config, data_dir, TRAINER, PARAMS, "cpu")
-    untrained = evaluate(run)
+    untrained = evaluate(run).macro_f1
     history = fit(run, PARAMS, "fp32", seed=0)
-    print(f"macro-F1 untrained {untrained:.4f} -> trained {run.final_f1:.4f}")
+    trained = run.final_scores.macro_f1
+    print(f"macro-F1 untrained {untrained:.4f} -> trained {trained:.4f}")
     assert [r.epoch for r in history] == [1, 2, 3]
     assert untrained < 0.2
-    assert run.final_f1 > 0.6
-    assert run.final_f1 > untrained + 0.4
+    assert trained > 0.6
+    assert trained > untrained + 0.4
     assert history[-1].train_loss < history[0].train_loss
 
 
@@ -59,7 +61,7 @@ def test_same_seed_same_metric(data: tuple[DataConfig, Path]) -> None:
     first = train_token_classifier(TINY, config, data_dir, TRAINER, params, seed=11)
     second = train_token_classifier(TINY, config, data_dir, TRAINER, params, seed=11)
     other = train_token_classifier(TINY, config, data_dir, TRAINER, params, seed=12)
-    assert first.history[-1].validation_f1 == second.history[-1].validation_f1
+    assert first.final_scores == second.final_scores
     assert [r.train_loss for r in first.history] == [r.train_loss for r in second.history]
     # The seed matters: another seed starts from other weights and another batch order.
     assert [r.train_loss for r in first.history] != [r.train_loss for r in other.history]
@@ -70,7 +72,7 @@ def test_bf16_autocast_trains(data: tuple[DataConfig, Path]) -> None:
     trainer = TrainerConfig(max_seq_length=48, device="cpu", precision="bf16")
     params = HyperParams(learning_rate=5e-3, batch_size=32, epochs=1)
     run = train_token_classifier(TINY, config, data_dir, trainer, params, seed=0)
-    assert 0.0 <= run.final_f1 <= 1.0
+    assert 0.0 <= run.final_scores.macro_f1 <= 1.0
     assert math.isfinite(run.history[0].train_loss)
 
 
@@ -81,30 +83,52 @@ def test_distilbert_architecture_trains(data: tuple[DataConfig, Path]) -> None:
     config, data_dir = data
     run = train_token_classifier(backbone, config, data_dir, TRAINER, PARAMS, seed=0)
     assert run.model.config.model_type == "distilbert"
-    assert run.final_f1 > 0.5
+    assert run.final_scores.macro_f1 > 0.5
 
 
-def test_objective_returns_f1_and_saves_a_checkpoint(
-    data: tuple[DataConfig, Path], tmp_path: Path
+def test_objective_returns_the_configured_metric_and_logs_every_score(
+    data: tuple[DataConfig, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config, data_dir = data
-    hpo = hpo_config()
+    hpo = hpo_config(objective={"metric": "micro-f1"})
     study = new_study(hpo)
     trial = study.ask()
     context = trial_context(hpo, tmp_path, data_dir, trial.number)
-    value = objective(trial, TINY, config, context)
+    with caplog.at_level(logging.INFO, logger="hpoq.workers.objectives.token_classification"):
+        value = objective(trial, TINY, config, context)
     study.tell(trial, value)
+    epochs = trial.params["epochs"]
     assert 0.5 < value <= 1.0
     assert set(study.trials[0].params) == set(hpo.search_space)
-    assert sorted(study.trials[0].intermediate_values) == list(range(1, trial.params["epochs"] + 1))
+    summary = json.loads((context.trial_dir / "training.json").read_text(encoding="utf-8"))
+    # The value is micro-F1, not macro: what `objective.metric` names.
+    assert value == summary["scores"]["micro-f1"] == summary["epochs"][-1]["micro-f1"]
+    assert summary["scores"]["macro-f1"] != value
+    reported = study.trials[0].intermediate_values
+    assert sorted(reported) == list(range(1, epochs + 1))
+    assert [reported[e["epoch"]] for e in summary["epochs"]] == [
+        e["micro-f1"] for e in summary["epochs"]
+    ]
+    # One worker-log line per epoch: trial, epoch, train loss, metric, seconds.
+    lines = [r.getMessage() for r in caplog.records if "epoch" in r.getMessage()]
+    assert len(lines) == epochs
+    assert lines[0].startswith(f"trial {trial.number} of hpo_tiny, epoch 1/{epochs}: train loss ")
+    assert "micro-f1 " in lines[0] and lines[0].endswith(" s")
+    # What goes to MLflow: every score once, per-type F1, and each epoch's scores at its step.
+    final = {p.key: p.value for p in context.metrics.points if p.step == 0}
+    assert {"micro-f1", "macro-f1", "precision", "recall"} <= set(final)
+    assert {"f1.PER", "f1.LOC", "f1.ORG", "f1.DATE"} <= set(final)
+    assert final["micro-f1"] == value
+    per_epoch = {(p.key, p.step) for p in context.metrics.points if p.step > 0}
+    for name in ("micro-f1", "macro-f1", "precision", "recall", "train_loss", "seconds"):
+        assert {(f"epoch/{name}", e) for e in range(1, epochs + 1)} <= per_epoch
     checkpoint = context.trial_dir / "checkpoint"
     assert (checkpoint / "config.json").is_file()
     assert (checkpoint / "tokenizer.json").is_file()
     labels = json.loads((checkpoint / "labels.json").read_text(encoding="utf-8"))["labels"]
     assert labels == config.labels
-    summary = json.loads((context.trial_dir / "training.json").read_text(encoding="utf-8"))
     assert summary["value"] == value
-    assert summary["seed"] == trial_seed(hpo, trial.number)
+    assert summary["seed"] == training_seed(hpo, context.variant, trial.number)
     pointer = read_best_pointer(context.study_dir)
     assert pointer is not None
     assert pointer.trial_number == trial.number
@@ -171,4 +195,4 @@ def test_local_model_directory_is_loaded_with_a_new_head(
     run = train_token_classifier(backbone, config, data_dir, TRAINER, params, seed=0)
     assert run.model.config.num_labels == len(config.labels)
     assert run.model.config.id2label[1] == "B-PER"
-    assert run.final_f1 > 0.5
+    assert run.final_scores.macro_f1 > 0.5

@@ -75,6 +75,11 @@ def test_each_job_runs_one_trial_and_records_it_in_all_three_places(setup) -> No
             "tiny", "hpo_tiny", trial.number
         )
         assert run.data.metrics["macro-f1"] == pytest.approx(trial.value)
+        # The objective's per-step values, sent in the run's final batch, at step = epoch.
+        history = ctx.mlflow.get_metric_history(run.info.run_id, "epoch/macro-f1")
+        assert sorted(m.step for m in history) == [1, 2, 3]
+        assert max(history, key=lambda m: m.step).value == pytest.approx(trial.value)
+        assert [m.step for m in ctx.mlflow.get_metric_history(run.info.run_id, "macro-f1")] == [0]
         assert set(trial.params) <= set(run.data.params)
         metrics_file = runtime.layout.trial_dir("tiny", "hpo_tiny", trial.number) / "metrics.json"
         on_disk = json.loads(metrics_file.read_text())

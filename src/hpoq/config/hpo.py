@@ -6,7 +6,7 @@ import math
 import re
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from hpoq.config.base import (
     Direction,
@@ -21,6 +21,10 @@ from hpoq.errors import InputError
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _OBJECTIVE_PATH = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MAX_TRIALS = 100_000
+BUILTIN_OBJECTIVE = "hpoq.workers.objectives.token_classification:objective"
+# What the built-in objective can optimise: entity-level scores on the validation split
+# (precision and recall are micro: over all entities pooled).
+ENTITY_METRICS = ("micro-f1", "macro-f1", "precision", "recall")
 
 
 class TinyArchitecture(StrictModel):
@@ -130,9 +134,13 @@ class PrunerConfig(StrictModel):
 
 
 class ObjectiveConfig(StrictModel):
-    """What a trial optimises. `function` is `module:function`, called with the trial."""
+    """What a trial optimises. `function` is `module:function`, called with the trial.
 
-    function: str = "hpoq.workers.objectives.token_classification:objective"
+    The built-in objective computes the ENTITY_METRICS, so `metric` must name one of them;
+    another objective returns its own value and `metric` is only the name it is logged and
+    selected under."""
+
+    function: str = BUILTIN_OBJECTIVE
     metric: str = Field("macro-f1", min_length=1, max_length=250)
     direction: Direction = Direction.MAXIMIZE
 
@@ -141,6 +149,16 @@ class ObjectiveConfig(StrictModel):
     def _dotted_path(cls, value: str) -> str:
         if not _OBJECTIVE_PATH.fullmatch(value):
             raise ValueError("must be a dotted path 'package.module:function'")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _computed_metric(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("function") == BUILTIN_OBJECTIVE and value not in ENTITY_METRICS:
+            raise ValueError(
+                f"{value!r} is not computed by the built-in objective; choose one of "
+                f"{', '.join(ENTITY_METRICS)}"
+            )
         return value
 
 

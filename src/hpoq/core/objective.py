@@ -8,16 +8,19 @@ An objective is `module:function` with the signature
 It samples its hyperparameters with `suggest_params(trial, context.hpo.search_space)`,
 reports the metric per epoch with `trial.report(value, step)` and raises
 `optuna.TrialPruned` when `trial.should_prune()`; it returns the objective metric.
-It may write what it likes under `context.trial_dir`.
+It may record more values for the trial's MLflow run with `context.metrics.log(...)`
+(per epoch with `step=epoch`, under `epoch/<name>`), and write what it likes under
+`context.trial_dir`.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from hpoq.config.data import DataConfig
 from hpoq.config.hpo import (
@@ -35,6 +38,36 @@ if TYPE_CHECKING:
     import optuna
 
 
+EPOCH_PREFIX = "epoch/"
+
+
+class MetricPoint(NamedTuple):
+    key: str
+    value: float
+    timestamp_ms: int
+    step: int
+
+
+class TrialMetrics:
+    """Values an objective records for its trial's MLflow run, besides the returned value.
+
+    They are kept in memory and sent with the run's final batch when the trial ends
+    (COMPLETE or PRUNED): no MLflow round trip on the training path, and an MLflow outage
+    during training costs nothing but the retries at the end. The epoch's line in the
+    worker log and the value reported to Optuna are the live view."""
+
+    def __init__(self) -> None:
+        self.points: list[MetricPoint] = []
+
+    def log(self, values: Mapping[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.points.extend(MetricPoint(k, float(v), now, step) for k, v in values.items())
+
+    def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        """`values` as `epoch/<name>` at step `epoch`: the run's per-epoch history."""
+        self.log({f"{EPOCH_PREFIX}{k}": v for k, v in values.items()}, step=epoch)
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """Everything a trial needs besides the Optuna trial itself."""
@@ -46,6 +79,7 @@ class TrialContext:
     trial_dir: Path  # this trial's folder inside study_dir
     data_dir: Path  # the dataset's files on this machine
     device: str | None = None  # "cuda" / "cpu"; None lets the objective decide
+    metrics: TrialMetrics = field(default_factory=TrialMetrics)  # logged with the run
 
 
 Objective = Callable[..., float]
@@ -86,10 +120,13 @@ def load_objective(path: str) -> Objective:
 
 
 __all__ = [
+    "EPOCH_PREFIX",
     "BackboneConfig",
     "DataConfig",
+    "MetricPoint",
     "Objective",
     "TrialContext",
+    "TrialMetrics",
     "load_objective",
     "suggest_params",
 ]

@@ -28,7 +28,7 @@ from hpoq.core.coordination.budget import Claim
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.jobs import JobInFlight, TrialJob
-from hpoq.core.objective import TrialContext, load_objective
+from hpoq.core.objective import TrialContext, TrialMetrics, load_objective
 from hpoq.core.optuna_setup import (
     JOB_ID_ATTR,
     RUN_ID_ATTR,
@@ -181,7 +181,10 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         # The run is opened while the objective already works: MLflow's round trips (a
         # create_run is ~10 ms on SQLite, more on a tracking server) stay off the GPU's path.
         opening = InBackground(open_run, name=f"{job.job_id}-open-run")
-        value, state, error = _run_objective(job, ctx, trial, ref, layout, lease_s, study_key)
+        metrics = TrialMetrics()  # what the objective records, logged with the run at the end
+        value, state, error = _run_objective(
+            job, ctx, trial, ref, layout, lease_s, study_key, metrics
+        )
         try:
             run_id = opening.result()
         except Exception:
@@ -203,7 +206,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
                 **record_base,
             )
             try:
-                finish_trial_run(ctx.mlflow, run_id, result, extra)
+                finish_trial_run(ctx.mlflow, run_id, result, extra, metrics.points)
             except Exception:
                 study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 _abandon_run(ctx, run_id)
@@ -230,7 +233,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             reason = error or "reaped while it ran: its claim lapsed"
             fail_run(ctx.mlflow, run_id, reason, job.experiment.tags.benchmark.error)
         elif state is not TrialState.COMPLETE:
-            finish_trial_run(ctx.mlflow, run_id, record, extra)
+            finish_trial_run(ctx.mlflow, run_id, record, extra, metrics.points)
         write_metrics_file(layout.trial_dir(job.backbone, job.study_name, trial.number), record)
         counted = final_state in ("COMPLETE", "PRUNED")
         status = _STATUS_BY_STATE.get(final_state, "failed")
@@ -255,6 +258,7 @@ def _run_objective(
     layout: OutputLayout,
     lease_s: float,
     study_key: str,
+    metrics: TrialMetrics,
 ) -> tuple[float | None, Any, str | None]:
     """Run the objective under a heartbeat. Returns (value, TrialState, error text)."""
     import optuna
@@ -269,6 +273,7 @@ def _run_objective(
         trial_dir=layout.trial_dir(ref.backbone, ref.study_name, trial.number),
         data_dir=Path(job.data_dir),
         device=None,
+        metrics=metrics,
     )
     backbone = job.experiment.hpo.backbone(ref.backbone)
     beat = Heartbeat(

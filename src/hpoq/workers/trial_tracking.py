@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from hpoq.core.objective import MetricPoint
 from hpoq.core.retry import retry_call
 from hpoq.core.trial_record import MLFLOW_STATUS, TrialRecord
 
@@ -45,13 +46,21 @@ def finish_trial_run(
     run_id: str,
     record: TrialRecord,
     extra_params: dict[str, Any] | None = None,
+    extra_metrics: Sequence[MetricPoint] = (),
 ) -> None:
-    """Log params and the metric, then set the terminal status matching the trial state."""
+    """Log params, the metric and what the objective recorded (MLflow's client splits a
+    batch at its limits), then set the terminal status matching the trial state. The
+    record's value is the objective metric at step 0; a recorded point with the same key
+    and step is left out so the metric's history holds it once."""
     from mlflow.entities import Metric, Param
 
     merged = {**record.params, **(extra_params or {})}
     params = [Param(k, str(v)) for k, v in sorted(merged.items())]
-    metrics = []
+    metrics = [
+        Metric(p.key, p.value, p.timestamp_ms, p.step)
+        for p in extra_metrics
+        if not (p.key == record.metric and p.step == 0 and record.value is not None)
+    ]
     if record.value is not None:
         moment = record.datetime_complete or record.datetime_start
         timestamp = int(moment.timestamp() * 1000) if moment else 0

@@ -46,7 +46,8 @@ def retrieve(
         runtime = Runtime.from_settings()
         with _warnings_not_logged():
             result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
-    emit(as_json, result.model_dump(mode="json"), lambda: _render(result))
+    metric = experiment.selection.objective.metric
+    emit(as_json, result.model_dump(mode="json"), lambda: _render(result, metric))
 
 
 @contextmanager
@@ -64,21 +65,22 @@ def _warnings_not_logged() -> Iterator[None]:
         log.propagate = propagate
 
 
-def _render(result: RetrievalResult) -> None:
+def _render(result: RetrievalResult, metric: str) -> None:
     from rich.table import Table
 
     for warning in result.warnings:
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     table = Table(title=f"best trials ({result.scope.value})")
-    for column in ("backbone", "variant", "study", "trial", "metric", "value", "source"):
-        table.add_column(column, justify="right" if column in ("variant", "trial") else "left")
+    for column in ("backbone", "variant", "study", "trial", metric, "source"):
+        table.add_column(
+            escape(column), justify="right" if column in ("variant", "trial", metric) else "left"
+        )
     for best in result.best:
         table.add_row(
             escape(best.backbone),
             str(best.variant),
             escape(best.study_name),
             str(best.trial_number),
-            escape(best.metric),
             f"{best.value:.6g}",
             best.source,
         )

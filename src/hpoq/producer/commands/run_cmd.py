@@ -62,7 +62,8 @@ def run_command(
             stdout.print(
                 "nothing new to do: every variant is complete and every best trial is benchmarked"
             )
-        best = Table("backbone", "variant", "trial", "macro-f1", "source", title="best trials")
+        metric = experiment.hpo.objective.metric
+        best = Table("backbone", "variant", "trial", metric, "source", title="best trials")
         for t in report.best_trials:
             best.add_row(
                 t["backbone"],

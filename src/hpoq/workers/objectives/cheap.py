@@ -48,7 +48,9 @@ def objective(
         if pause:
             time.sleep(pause)
         # Climbs towards the final value, like a learning curve.
-        trial.report(final * step / STEPS, step)
+        reached = final * step / STEPS
+        trial.report(reached, step)
+        context.metrics.log_epoch(step, {context.hpo.objective.metric: reached})
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}")
     if context.hpo.checkpoint.enabled:

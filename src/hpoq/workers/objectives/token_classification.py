@@ -1,4 +1,9 @@
-"""The built-in objective: fine-tune a backbone for NER and return validation macro-F1.
+"""The built-in objective: fine-tune a backbone for NER and return the validation score
+that `objective.metric` names (entity micro-F1, macro-F1, precision or recall).
+
+Every epoch leaves one line in the worker log and its scores in the trial's metrics
+(`epoch/<name>` at step = epoch); the trial's run also gets every final score and the F1
+of each entity type (`f1.<TYPE>`).
 
 Imports of torch and transformers happen on the first call, so loading this module (as
 the Celery task module does to resolve `objective.function`) stays cheap; Python keeps
@@ -7,6 +12,7 @@ them loaded for every later trial of the process.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -16,32 +22,56 @@ from hpoq.config.hpo import BackboneConfig, HpoConfig
 from hpoq.core.datasets import ensure_dataset
 from hpoq.core.objective import TrialContext, suggest_params
 from hpoq.core.trial_record import write_json_atomic
+from hpoq.core.trial_seeds import TRAINING, trial_seed
 
 if TYPE_CHECKING:
     import optuna
 
-    from hpoq.workers.training.trainer import TrainingRun
+    from hpoq.workers.training.trainer import EpochRecord, TrainingRun
 
 TRAINING_SUMMARY = "training.json"
+log = logging.getLogger(__name__)
 
 
-def trial_seed(hpo: HpoConfig, trial_number: int) -> int:
-    """Different for every trial, the same when a study is replayed with the same sampler seed."""
-    return (hpo.sampler.seed or 0) + trial_number
+def training_seed(hpo: HpoConfig, variant: int, trial_number: int) -> int:
+    """Weights and batch order of a trial: the same for a rerun of the trial, different for
+    every other trial and variant (a warm-started variant re-measures its first point with
+    a fresh seed instead of repeating the earlier measurement)."""
+    return trial_seed(hpo.sampler.seed or 0, variant, trial_number, TRAINING)
 
 
 def objective(
     trial: optuna.Trial, backbone: BackboneConfig, data: DataConfig, context: TrialContext
 ) -> float:
-    """Train with the sampled hyperparameters; the result is the last epoch's macro-F1."""
+    """Train with the sampled hyperparameters; the result is the last epoch's score of
+    `objective.metric`."""
     from hpoq.workers.training.hyperparams import HyperParams
     from hpoq.workers.training.trainer import train_token_classifier
 
     sampled = suggest_params(trial, context.hpo.search_space)
     params = HyperParams.from_params(sampled)
     ensure_dataset(data, context.data_dir)
-    seed = trial_seed(context.hpo, trial.number)
+    seed = training_seed(context.hpo, context.variant, trial.number)
+    metric = context.hpo.objective.metric
     started = time.perf_counter()
+
+    def on_epoch(record: EpochRecord) -> None:
+        scores = record.validation.as_metrics()
+        log.info(
+            "trial %d of %s, epoch %d/%d: train loss %.4f, %s %.4f, %.1f s",
+            trial.number,
+            context.study_name,
+            record.epoch,
+            params.epochs,
+            record.train_loss,
+            metric,
+            scores[metric],
+            record.seconds,
+        )
+        context.metrics.log_epoch(
+            record.epoch, {**scores, "train_loss": record.train_loss, "seconds": record.seconds}
+        )
+
     run: TrainingRun | None = None
     try:
         run = train_token_classifier(
@@ -53,8 +83,12 @@ def objective(
             seed,
             device=context.device,
             trial=trial,
+            metric=metric,
+            on_epoch=on_epoch,
         )
-        value = run.final_f1
+        final = run.final_scores.as_metrics()
+        value = final[metric]
+        context.metrics.log(final)
         summary = {
             "backbone": backbone.name,
             "trial_number": trial.number,
@@ -62,10 +96,11 @@ def objective(
             "device": str(run.device),
             "precision": context.hpo.trainer.precision.value,
             "params": sampled,
-            "metric": context.hpo.objective.metric,
+            "metric": metric,
             "value": value,
+            "scores": final,
             "wall_seconds": time.perf_counter() - started,
-            "epochs": [vars(record) for record in run.history],
+            "epochs": [record.to_json() for record in run.history],
         }
         write_json_atomic(context.trial_dir / TRAINING_SUMMARY, summary)
         # Only a trial that got here (not pruned, not failed) leaves a checkpoint.

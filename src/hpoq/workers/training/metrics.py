@@ -1,4 +1,7 @@
-"""Entity-level macro-F1, as seqeval computes it in its default (conlleval) mode.
+"""Entity-level F1 (micro and macro), precision and recall, as seqeval computes them in
+its default (conlleval) mode: `f1_score` (micro, seqeval's default average), `f1_score(
+average="macro")`, `precision_score`, `recall_score`, and the per-type rows of its
+`classification_report`.
 
 Spans come from BIO tags the conlleval way: B- starts an entity, and so does an I- that
 follows O or a tag of another type; an entity ends at O, at B- or at a change of type.
@@ -7,9 +10,12 @@ An entity counts as correct only when type, start and end all match.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from hpoq.config.hpo import ENTITY_METRICS
 
 Entity = tuple[str, int, int, int]  # (type, sentence index, first token, last token)
 
@@ -41,6 +47,40 @@ def per_type_scores(
     gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
 ) -> dict[str, TypeScore]:
     """Precision, recall and F1 of every type found in gold or predictions (0 when undefined)."""
+    return entity_scores(gold, predicted).per_type
+
+
+@dataclass(frozen=True)
+class EntityScores:
+    """Every entity-level score of one evaluation."""
+
+    micro: TypeScore  # over all entities pooled: seqeval's default f1, precision, recall
+    macro_f1: float  # unweighted mean of the per-type F1
+    per_type: dict[str, TypeScore]
+
+    def metric(self, name: str) -> float:
+        """The score `objective.metric` names (one of ENTITY_METRICS)."""
+        if name not in ENTITY_METRICS:
+            raise ValueError(f"unknown metric {name!r}; choose from {', '.join(ENTITY_METRICS)}")
+        return self.as_metrics()[name]
+
+    def as_metrics(self) -> dict[str, float]:
+        """Every score under its MLflow name: the ENTITY_METRICS, then `f1.<TYPE>` per type."""
+        values = {
+            "micro-f1": self.micro.f1,
+            "macro-f1": self.macro_f1,
+            "precision": self.micro.precision,
+            "recall": self.micro.recall,
+        }
+        for kind, score in self.per_type.items():
+            values[f"f1.{metric_name_part(kind)}"] = score.f1
+        return values
+
+
+def entity_scores(
+    gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]
+) -> EntityScores:
+    """Micro, macro and per-type scores of predicted against gold BIO tags."""
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted")
     gold_set: set[Entity] = set()
@@ -55,21 +95,37 @@ def per_type_scores(
     gold_count = Counter(e[0] for e in gold_set)
     pred_count = Counter(e[0] for e in pred_set)
     hits = Counter(e[0] for e in gold_set & pred_set)
-    scores: dict[str, TypeScore] = {}
-    for kind in sorted(gold_count.keys() | pred_count.keys()):
-        precision = _ratio(hits[kind], pred_count[kind])
-        recall = _ratio(hits[kind], gold_count[kind])
-        f1 = _ratio(2 * precision * recall, precision + recall)
-        scores[kind] = TypeScore(precision, recall, f1, gold_count[kind])
-    return scores
+    per_type = {
+        kind: _score(hits[kind], pred_count[kind], gold_count[kind])
+        for kind in sorted(gold_count.keys() | pred_count.keys())
+    }
+    micro = _score(sum(hits.values()), len(pred_set), len(gold_set))
+    macro = sum(t.f1 for t in per_type.values()) / len(per_type) if per_type else 0.0
+    return EntityScores(micro=micro, macro_f1=macro, per_type=per_type)
 
 
 def macro_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
     """Unweighted mean of per-type F1; 0.0 when neither side has any entity (as seqeval)."""
-    scores = per_type_scores(gold, predicted)
-    if not scores:
-        return 0.0
-    return sum(score.f1 for score in scores.values()) / len(scores)
+    return entity_scores(gold, predicted).macro_f1
+
+
+def micro_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> float:
+    """F1 over all entities pooled (seqeval's default `f1_score`); 0.0 when undefined."""
+    return entity_scores(gold, predicted).micro.f1
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_\-. :/]")
+
+
+def metric_name_part(kind: str) -> str:
+    """An entity type as MLflow accepts it in a metric name (other characters become _)."""
+    return _UNSAFE.sub("_", kind) or "_"
+
+
+def _score(hits: int, predicted: int, gold: int) -> TypeScore:
+    precision = _ratio(hits, predicted)
+    recall = _ratio(hits, gold)
+    return TypeScore(precision, recall, _ratio(2 * precision * recall, precision + recall), gold)
 
 
 def _ratio(numerator: float, denominator: float) -> float:

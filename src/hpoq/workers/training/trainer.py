@@ -1,7 +1,8 @@
 """Fine-tune a backbone for token classification: a plain torch loop, AdamW, linear warmup.
 
-`prepare` loads data and model, `fit` trains and scores on validation after every epoch,
-`evaluate` scores without training. `train_token_classifier` chains them under one seed.
+`prepare` loads data and model, `fit` trains and scores on validation after every epoch
+(every entity-level score; the configured metric goes to the trial), `evaluate` scores
+without training. `train_token_classifier` chains them under one seed.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ from hpoq.errors import InputError
 from hpoq.workers.training.device import autocast, resolve_device, seed_everything
 from hpoq.workers.training.encoding import Encoded, collate, encode, word_predictions
 from hpoq.workers.training.hyperparams import HyperParams
-from hpoq.workers.training.metrics import macro_f1
+from hpoq.workers.training.metrics import EntityScores, entity_scores
 from hpoq.workers.training.model_loading import load_backbone
 
 if TYPE_CHECKING:
@@ -38,8 +39,16 @@ MAX_GRAD_NORM = 1.0  # clipping keeps the high learning rates of tiny models fro
 class EpochRecord:
     epoch: int  # 1-based: the step reported to Optuna is the number of epochs done
     train_loss: float
-    validation_f1: float
+    validation: EntityScores
     seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "seconds": self.seconds,
+            **self.validation.as_metrics(),
+        }
 
 
 @dataclass
@@ -57,10 +66,11 @@ class TrainingRun:
     history: list[EpochRecord] = field(default_factory=list)
 
     @property
-    def final_f1(self) -> float:
+    def final_scores(self) -> EntityScores:
+        """The validation scores after the last epoch."""
         if not self.history:
             raise RuntimeError("the model has not been trained")
-        return self.history[-1].validation_f1
+        return self.history[-1].validation
 
 
 def prepare(
@@ -95,8 +105,8 @@ def prepare(
     )
 
 
-def evaluate(run: TrainingRun, precision: Precision | str = Precision.FP32) -> float:
-    """Entity-level macro-F1 of the current model on the validation split."""
+def evaluate(run: TrainingRun, precision: Precision | str = Precision.FP32) -> EntityScores:
+    """Entity-level scores of the current model on the validation split."""
     id2label = dict(enumerate(run.labels))
     pad_id = int(run.tokenizer.pad_token_id)
     predicted: list[list[str]] = []
@@ -111,7 +121,7 @@ def evaluate(run: TrainingRun, precision: Precision | str = Precision.FP32) -> f
                     attention_mask=tensors["attention_mask"].to(run.device),
                 ).logits
             predicted.extend(word_predictions(batch, logits.argmax(dim=-1).cpu(), id2label))
-    return macro_f1(run.validation_gold, predicted)
+    return entity_scores(run.validation_gold, predicted)
 
 
 def fit(
@@ -120,8 +130,11 @@ def fit(
     precision: Precision | str,
     seed: int,
     trial: optuna.Trial | None = None,
+    metric: str = "macro-f1",
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> list[EpochRecord]:
-    """Train for `params.epochs`, report each epoch's F1 to the trial and honour its pruner."""
+    """Train for `params.epochs`; after each epoch, hand its record to `on_epoch`, report
+    `metric` to the trial and honour its pruner."""
     import optuna
 
     model = run.model
@@ -151,14 +164,18 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             # Accumulate on the device: .item() every step would stall the GPU.
             loss_sum += loss.detach().float() * len(batch)
-        f1 = evaluate(run, precision)
-        run.history.append(
-            EpochRecord(epoch, loss_sum.item() / len(run.train), f1, time.perf_counter() - started)
+        scores = evaluate(run, precision)
+        record = EpochRecord(
+            epoch, loss_sum.item() / len(run.train), scores, time.perf_counter() - started
         )
+        run.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
         if trial is not None:
-            trial.report(f1, epoch)
+            value = scores.metric(metric)
+            trial.report(value, epoch)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned after epoch {epoch} (macro-F1 {f1:.4f})")
+                raise optuna.TrialPruned(f"pruned after epoch {epoch} ({metric} {value:.4f})")
     return run.history
 
 
@@ -171,12 +188,15 @@ def train_token_classifier(
     seed: int,
     device: str | None = None,
     trial: optuna.Trial | None = None,
+    metric: str = "macro-f1",
+    on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainingRun:
-    """Seed, prepare and fit; the run's `final_f1` is the last epoch's validation macro-F1."""
+    """Seed, prepare and fit; the run's `final_scores` are the last epoch's validation
+    scores, and `metric` is what the trial sees each epoch."""
     seed_everything(seed)
     requested = device if device is not None else trainer.device
     run = prepare(backbone, data, data_dir, trainer, params, requested)
-    fit(run, params, trainer.precision, seed, trial)
+    fit(run, params, trainer.precision, seed, trial, metric, on_epoch)
     return run
 
 
