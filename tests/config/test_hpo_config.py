@@ -531,3 +531,14 @@ def test_a_custom_objective_names_its_own_metric() -> None:
         hpo_dict(objective={"function": "my_pkg.search:objective", "metric": "val/accuracy"})
     )
     assert config.objective.metric == "val/accuracy"
+
+
+# --- warm start -------------------------------------------------------------------------
+
+
+def test_warm_start_is_off_unless_asked_for() -> None:
+    assert HpoConfig.model_validate(hpo_dict()).warm_start == "none"
+    config = HpoConfig.model_validate(hpo_dict(warm_start="previous_best"))
+    assert config.warm_start == "previous_best"
+    error = fails_at(hpo_dict(warm_start="best"), ("warm_start",))
+    assert "'none' or 'previous_best'" in str(error)

@@ -176,6 +176,7 @@ CASES = [
         "hpo.yaml",
         "objective.metric",
     ),
+    ("warm-start-unknown", _yaml("hpo.yaml", _set("warm_start", "best")), "hpo.yaml", "warm_start"),
     (
         "selection-disagrees",
         _yaml("selection.yaml", _set("objective", "direction", "minimize")),

@@ -240,3 +240,50 @@ def test_the_mlflow_run_is_opened_while_the_objective_works(setup) -> None:  # t
     )  # type: ignore[union-attr]
     assert trial.user_attrs[RUN_ID_ATTR] == outcome.run_id
     assert slow.client.get_run(outcome.run_id).info.status == "FINISHED"
+
+
+def test_warm_start_runs_the_previous_best_first_within_the_budget(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpoq.core.warm_start import WARM_START_ATTR
+
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2")
+    experiment = make_experiment(tmp_path, n_trials=3, hpo_extra={"warm_start": "previous_best"})
+    runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
+    submitter = Submitter(
+        experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
+    )
+    ctx = WorkerContext.create(redis_url, runtime)
+    store = runtime.study_store(experiment.hpo.checkpoint)
+
+    def run_all(result) -> None:  # type: ignore[no-untyped-def]
+        for job_id in result.job_ids:
+            job = TrialJob(
+                job_id=job_id,
+                experiment=experiment,
+                data_dir=str(tmp_path / "data"),
+                backbone="tiny",
+                study_name=result.study_name,
+                variant=result.variant,
+            )
+            assert execute_trial(job, ctx).status == "completed"
+
+    [first] = submitter.submit()
+    # Variant 1 has nothing before it: no warm start, three sampled trials.
+    assert store.load(VariantRef("tiny", 1, "hpo_tiny")).trials == []  # type: ignore[union-attr]
+    run_all(first)
+    v1 = store.load(VariantRef("tiny", 1, "hpo_tiny"))
+    assert v1 is not None
+    best = max(v1.trials, key=lambda t: (t.value, -t.number))
+
+    [second] = submitter.submit(mode_override="force_new")
+    ref = VariantRef("tiny", second.variant, second.study_name)
+    waiting = store.load(ref).get_trials(states=(optuna.trial.TrialState.WAITING,))  # type: ignore[union-attr]
+    assert len(waiting) == 1 and second.trials_enqueued == 3
+    run_all(second)
+    trials = store.load(ref).trials  # type: ignore[union-attr]
+    # The budget holds: three trials, the first of them the previous best's parameters.
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert trials[0].params == best.params
+    assert trials[0].user_attrs[WARM_START_ATTR] == f"hpo_tiny#{best.number}"
+    assert all(t.params != best.params for t in trials[1:])

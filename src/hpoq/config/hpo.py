@@ -222,6 +222,11 @@ class HpoConfig(StrictModel):
     stale_trial_grace_seconds: int = Field(
         3600, ge=10, description="A RUNNING trial with no live lease for this long is reaped."
     )
+    warm_start: Literal["none", "previous_best"] = Field(
+        "none",
+        description="previous_best: a new variant's first trial re-runs the best parameters "
+        "of the latest complete variant.",
+    )
 
     @field_validator("backbones")
     @classmethod

@@ -25,6 +25,7 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.studies import StudyStore
 from hpoq.core.variant_discovery import highest_known_variant
 from hpoq.core.variants import VariantRef, base_study_name, variant_study_name
+from hpoq.core.warm_start import enqueue_previous_best
 from hpoq.errors import InputError, ServiceError
 
 if TYPE_CHECKING:
@@ -178,8 +179,11 @@ class Submitter:
         )
         number = self.counter.allocate(backbone, base, floor)
         ref = VariantRef(backbone, number, variant_study_name(base, number))
-        create_variant_study(self.store, ref, hpo)
+        study = create_variant_study(self.store, ref, hpo)
         log.info("allocated variant %d of %s: %s", number, backbone, ref.study_name)
+        if hpo.warm_start == "previous_best":
+            # Before its jobs are enqueued, so that the first ask pops it.
+            enqueue_previous_best(self.store, hpo, study, ref, base)
         return ref
 
     def _enqueue_missing(self, ref: VariantRef) -> list[str]:
