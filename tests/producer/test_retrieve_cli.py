@@ -108,6 +108,8 @@ def test_human_table_with_warnings_on_stderr(
     result = CliRunner().invoke(app, ["retrieve", str(experiment_file)])
     assert result.exit_code == 0, result.output
     assert "alpha" in result.stdout
+    [header] = [line for line in result.stdout.splitlines() if "backbone" in line]
+    assert "macro-f1" in header  # the value column is headed with the configured metric
     assert "optuna" in result.stdout
     assert "0.8" in result.stdout
     assert "no COMPLETE trial" in result.stdout
