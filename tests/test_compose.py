@@ -191,8 +191,9 @@ def test_workers_are_named_by_host_and_gpu_and_send_task_events(
         assert argv[0] in names, f"{name}: {argv[0]} is not an hpoq command"
         assert argv[argv.index("--gpu") + 1] == str(index)
         assert "--task-events" in argv, f"{name}: Flower would miss its first jobs"
+        # The host's numbering inside the container: `--gpu N` is the host's GPU N.
         [device] = service["deploy"]["resources"]["reservations"]["devices"]
-        assert device["device_ids"] == [str(index)]
+        assert device["count"] == "all" and "device_ids" not in device
         assert service["stop_grace_period"] and "hpoq-outputs:/outputs" in service["volumes"]
         assert service["environment"]["HPOQ_OUTPUT_DIR"] == "/outputs"
         assert service["hostname"] == "hpoq_node_name-value"
