@@ -125,8 +125,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # nothing to keep: its files are temporary
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
 
