@@ -211,7 +211,9 @@ def one_sweep(
     label = "as is"
     control = create_app(redis_url)
     try:
-        with processes([(hpoq_worker_argv(queues="hpo"), env)] * workers, root / "logs") as procs:
+        with processes(
+            [(hpoq_worker_argv(queues="hpo", slot=i), env) for i in range(workers)], root / "logs"
+        ) as procs:
             start = time.monotonic()
             wait_ready(control, workers, procs, deadline)
             say(f"[{label}] {workers} workers up in {time.monotonic() - start:.1f} s")

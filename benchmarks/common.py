@@ -254,8 +254,11 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def hpoq_worker_argv(queues: str = "hpo,benchmark", loglevel: str = "WARNING") -> list[str]:
-    """`hpoq worker` exactly as `hpoq run` and the integration tests start it."""
+def hpoq_worker_argv(
+    queues: str = "hpo,benchmark", loglevel: str = "WARNING", slot: int = 0
+) -> list[str]:
+    """`hpoq worker` exactly as `hpoq run` and the integration tests start it; workers on
+    one host need distinct slots."""
     return [
         sys.executable,
         "-m",
@@ -265,6 +268,8 @@ def hpoq_worker_argv(queues: str = "hpo,benchmark", loglevel: str = "WARNING") -
         queues,
         "--loglevel",
         loglevel,
+        "--slot",
+        str(slot),
     ]
 
 

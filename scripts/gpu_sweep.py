@@ -513,7 +513,7 @@ def start_workers(
     procs = []
     for index in range(count):
         argv = [sys.executable, "-m", "hpoq.producer", "worker", "--queues", "hpo"]
-        argv += ["--loglevel", loglevel]
+        argv += ["--loglevel", loglevel, "--slot", str(index)]
         if gpus:
             argv += ["--gpu", str(index % gpus)]
         procs.append(Process(argv, env, logs / f"worker-{index}.log"))

@@ -19,3 +19,12 @@ class UnsafeNameError(InputError):
 
 class ServiceError(HpoqError):
     """Raised when a service (Redis, MLflow, Optuna storage) cannot be reached; exit 1."""
+
+
+class JobFailed(HpoqError):
+    """Raised by a worker task for a job that failed for good, once the failure is recorded
+    (MLflow, Redis): Celery and Flower show the task as FAILURE with this text."""
+
+
+class JobRejected(JobFailed):
+    """Raised by a worker task for a malformed job payload, which is never executed."""

@@ -30,7 +30,9 @@ def cluster_env(output: Path, redis_url: str, **extra: str) -> dict[str, str]:
 class Worker:
     """One `hpoq worker` process group; its log goes to a file for post-mortems."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "hpo,benchmark") -> None:
+    def __init__(
+        self, env: dict[str, str], log_path: Path, queues: str = "hpo,benchmark", *extra: str
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
@@ -43,6 +45,7 @@ class Worker:
                 queues,
                 "--loglevel",
                 "INFO",
+                *extra,
             ],
             env=env,
             stdout=self._log,
@@ -71,9 +74,12 @@ class Worker:
 
 @contextmanager
 def workers(
-    env: dict[str, str], tmp: Path, count: int, queues: str = "hpo,benchmark"
+    env: dict[str, str], tmp: Path, count: int, queues: str = "hpo,benchmark", *extra: str
 ) -> Iterator[list[Worker]]:
-    started = [Worker(env, tmp / f"worker{i}.log", queues) for i in range(count)]
+    """`count` workers on this host, numbered as `hpoq run` numbers them (`--slot`)."""
+    started = [
+        Worker(env, tmp / f"worker{i}.log", queues, "--slot", str(i), *extra) for i in range(count)
+    ]
     try:
         yield started
     finally:

@@ -174,7 +174,9 @@ def test_a_malformed_payload_is_rejected_logged_and_never_executed(
     result = wait_for(
         lambda: task_result(cluster.redis, task_id), 60, "the task result", [cluster.worker]
     )
-    assert result["status"] == "SUCCESS" and result["result"]["status"] == "rejected"
+    assert result["status"] == "FAILURE" and result["result"]["exc_type"] == "JobRejected"
+    [message] = result["result"]["exc_message"]
+    assert message.startswith("rejected: ") and len(message) > len("rejected: ")
     assert f"rejected job {task_id}: " in cluster.worker.log()
     # Nothing ran: no study folder, no MLflow experiment, no budget claim for it.
     assert not (cluster.output / "local" / "hpo" / "victim").exists()

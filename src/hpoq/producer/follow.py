@@ -22,7 +22,8 @@ def wait_for_jobs(
     timeout_s: float | None = None,
     poll_s: float = 0.5,
 ) -> dict[str, Any]:
-    """Block until every job has a result; returns job id -> result (or error text)."""
+    """Block until every job has a result; returns job id -> what the job returned, or
+    `{"status": "failed", "error": text}` for a job that failed (a FAILURE task)."""
     from celery.result import AsyncResult
 
     results: dict[str, Any] = {}
@@ -41,7 +42,11 @@ def wait_for_jobs(
                 result = AsyncResult(job_id, app=celery)
                 if result.ready():
                     outcome = result.result
-                    results[job_id] = outcome if result.successful() else f"error: {outcome!r}"
+                    results[job_id] = (
+                        outcome
+                        if result.successful()
+                        else {"status": "failed", "error": str(outcome) or repr(outcome)}
+                    )
                     pending.remove(job_id)
                     progress.advance(bar)
             if pending:
@@ -49,3 +54,12 @@ def wait_for_jobs(
                     raise HpoqError(f"{len(pending)} of {len(job_ids)} jobs still unfinished")
                 time.sleep(poll_s)
     return results
+
+
+def failures(results: dict[str, Any]) -> dict[str, str]:
+    """Job id -> error text, for the jobs in `wait_for_jobs`'s results that failed."""
+    return {
+        job_id: str(result.get("error"))
+        for job_id, result in results.items()
+        if isinstance(result, dict) and result.get("status") == "failed"
+    }

@@ -44,10 +44,13 @@ class LocalWorkers:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
         gpus = visible_gpu_count()
+        shared = self.count > max(gpus, 1)  # some workers share a device: number them
         for index in range(self.count):
             argv = [sys.executable, "-m", "hpoq.producer", "worker", "--loglevel", "INFO"]
             if gpus:
                 argv += ["--gpu", str(index % gpus)]
+            if shared:
+                argv += ["--slot", str(index)]
             log = (self.log_dir / f"worker-{index}.log").open("ab")
             self.processes.append(
                 subprocess.Popen(

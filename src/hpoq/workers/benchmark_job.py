@@ -69,6 +69,13 @@ class BenchmarkOutcome:
             "error": self.error,
         }
 
+    def failure(self) -> str | None:
+        """What went wrong, for a benchmark that failed for good; None otherwise."""
+        if self.status != "failed":
+            return None
+        run = f" (MLflow run {self.run_id})" if self.run_id else ""
+        return f"benchmark of {self.benchmark_key} failed: {self.error}{run}"
+
 
 def checkpoint_dir(job: BenchmarkJob, ctx: WorkerContext) -> Path:
     return (

@@ -72,6 +72,7 @@ def create_app(redis_url: str) -> Celery:
         result_accept_content=["json"],
         event_serializer="json",
         task_acks_late=True,
+        task_acks_on_failure_or_timeout=True,  # a failed job is settled, not delivered again
         task_reject_on_worker_lost=True,
         task_track_started=False,
         task_send_sent_event=False,

@@ -1,13 +1,15 @@
 """Celery tasks: validate the payload, bound deliveries, call the plain job function.
 
-Loaded only inside worker processes (through the app's `include`).
+A job that failed for good (and a malformed payload) fails its task: Celery's result and
+Flower say FAILURE with the error text, after the job function has recorded the failure
+in MLflow and Redis. Loaded only inside worker processes (through the app's `include`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -20,7 +22,7 @@ from hpoq.core.jobs import (
     TrialJob,
     parse_job,
 )
-from hpoq.errors import InputError
+from hpoq.errors import InputError, JobFailed, JobRejected
 from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
 from hpoq.workers.context import WorkerContext
 
@@ -90,13 +92,30 @@ def _transient() -> tuple[type[BaseException], ...]:
 from hpoq.workers.worker_app import app  # noqa: E402 - tasks register on the worker's app
 
 
-def _parse(task: Task, payload: Any, model: type[J]) -> J | None:
-    """The job, or None for a malformed payload: rejected, logged, never executed or retried."""
+class Outcome(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+    def failure(self) -> str | None: ...
+
+
+def _parse(task: Task, payload: Any, model: type[J]) -> J:
+    """The job; a malformed payload is rejected, logged, never executed or retried."""
     try:
         return parse_job(payload, model)
     except InputError as exc:
         log.error("rejected job %s: %s", task.request.id, exc)
-        return None
+        raise JobRejected(f"rejected: {exc}") from None
+
+
+def _settle(outcome: Outcome) -> dict[str, Any]:
+    """The task's result, or JobFailed for a job that failed for good (recorded by now).
+
+    JobFailed is in each task's `throws`: Celery stores FAILURE and sends task-failed without
+    a retry or a logged traceback, and acks the late-acknowledged message
+    (task_acks_on_failure_or_timeout), so it is never delivered again."""
+    failure = outcome.failure()
+    if failure is not None:
+        raise JobFailed(failure)
+    return outcome.to_json()
 
 
 def _execute(
@@ -128,33 +147,29 @@ def _execute(
             freeze_loaded_objects()
 
 
-@app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None)
+@app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None, throws=(JobFailed,))
 def run_trial(self: Task, payload: Any) -> dict[str, Any]:
     from hpoq.workers.events import enqueue_replacement, on_variant_complete
     from hpoq.workers.trial_runner import execute_trial
 
     job = _parse(self, payload, TrialJob)
-    if job is None:
-        return {"status": "rejected"}
     ctx, outcome = _execute(self, job, execute_trial)
     if outcome.variant_complete:
         on_variant_complete(job, ctx, self.app)
     for reaped in outcome.reaped:
         if reaped.retired_first:
             enqueue_replacement(job, ctx, self.app, reaped)
-    return outcome.to_json()
+    return _settle(outcome)
 
 
-@app.task(name=TASK_RUN_BENCHMARK, bind=True, acks_late=True, max_retries=None)
+@app.task(name=TASK_RUN_BENCHMARK, bind=True, acks_late=True, max_retries=None, throws=(JobFailed,))
 def run_benchmark(self: Task, payload: Any) -> dict[str, Any]:
     from hpoq.workers.benchmark_job import execute_benchmark, record_final_failure
 
     job = _parse(self, payload, BenchmarkJob)
-    if job is None:
-        return {"status": "rejected"}
 
     def give_up(job: BenchmarkJob, ctx: WorkerContext, exc: BaseException) -> None:
         record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
 
     _, outcome = _execute(self, job, execute_benchmark, give_up)
-    return outcome.to_json()
+    return _settle(outcome)

@@ -49,6 +49,7 @@ T = TypeVar("T")
 
 Status = Literal["completed", "pruned", "failed", "budget_full", "already_done", "gave_up"]
 _STATUS_BY_STATE: dict[str, Status] = {"COMPLETE": "completed", "PRUNED": "pruned"}
+LAPSED = "reaped while it ran: its claim lapsed"
 
 
 class InFlightElsewhere(JobInFlight):
@@ -88,6 +89,7 @@ class TrialOutcome:
     run_id: str | None = None
     variant_complete: bool = False
     reaped: tuple[Reaped, ...] = ()
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -98,7 +100,16 @@ class TrialOutcome:
             "run_id": self.run_id,
             "variant_complete": self.variant_complete,
             "reaped": [r.trial_number for r in self.reaped],
+            "error": self.error,
         }
+
+    def failure(self) -> str | None:
+        """What went wrong, for a job that failed for good; None otherwise."""
+        if self.status not in ("failed", "gave_up"):
+            return None
+        what = f"trial {self.trial_number}" if self.trial_number is not None else "a trial job"
+        run = f" (MLflow run {self.run_id})" if self.run_id else ""
+        return f"{what} of {self.study_name} failed: {self.error}{run}"
 
 
 def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
@@ -149,7 +160,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         ctx.redis.hset(ctx.keys.failed_jobs(), root_job_id(job.job_id), reason)
         ctx.budget.release(study_key, job.job_id, counted=False)
         log.error("job %s: %s", job.job_id, reason)
-        return TrialOutcome("gave_up", job.study_name, reaped=tuple(reaped))
+        return TrialOutcome("gave_up", job.study_name, reaped=tuple(reaped), error=reason)
 
     counted = False
     try:
@@ -230,8 +241,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         if error or (state is TrialState.COMPLETE and final_state != "COMPLETE"):
             from hpoq.workers.trial_tracking import fail_run
 
-            reason = error or "reaped while it ran: its claim lapsed"
-            fail_run(ctx.mlflow, run_id, reason, job.experiment.tags.benchmark.error)
+            fail_run(ctx.mlflow, run_id, error or LAPSED, job.experiment.tags.benchmark.error)
         elif state is not TrialState.COMPLETE:
             finish_trial_run(ctx.mlflow, run_id, record, extra, metrics.points)
         write_metrics_file(layout.trial_dir(job.backbone, job.study_name, trial.number), record)
@@ -245,6 +255,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             run_id,
             variant_complete=_complete(study, hpo.n_trials),
             reaped=tuple(reaped),
+            error=(error or LAPSED) if status == "failed" else None,
         )
     finally:
         ctx.budget.release(study_key, job.job_id, counted)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
-from hpoq.producer.output import emit, exit_codes, stderr, stdout
+from hpoq.producer.output import EXIT_FAILURE, emit, exit_codes, fail, stderr, stdout
 
 RETRY_FAILED = "retry-failed"
 
@@ -23,7 +23,8 @@ def benchmark(
     """Benchmark the best trials: skip what is measured or in flight, enqueue the rest.
 
     `hpoq benchmark retry-failed [EXPERIMENT.yaml]` re-enqueues every key whose latest
-    attempt failed and that has no success since.
+    attempt failed and that has no success since. With `--wait`, a benchmark that failed
+    makes the exit code 1.
     """
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
@@ -86,3 +87,13 @@ def benchmark(
             stdout.print("nothing to do")
 
     emit(as_json, payload, render)
+    from hpoq.producer.follow import failures
+
+    failed = failures(results)
+    if failed:
+        first = next(iter(failed.values()))
+        fail(
+            f"{len(failed)} of {len(results)} benchmarks failed ({first}); "
+            "`hpoq benchmark retry-failed` runs them again",
+            EXIT_FAILURE,
+        )

@@ -11,12 +11,26 @@ import typer
 from hpoq.producer.output import exit_codes
 
 
-def worker_argv(
-    gpu: int | None, queues: str, concurrency: int, loglevel: str, task_events: bool = False
-) -> list[str]:
-    """The celery command line; the worker is named after host and GPU. Task events are off
-    unless asked for: Flower switches them on by itself while it runs."""
+def node_name(gpu: int | None, slot: int | None = None) -> str:
+    """The Celery node name: `hpoq-gpu<N>@<host>` (`hpoq-cpu@<host>` without a GPU), plus
+    `-<slot>` where several workers share a host and a device. Stable across restarts, so a
+    restarted worker takes its own row in Flower and `hpoq status` back."""
     device = f"gpu{gpu}" if gpu is not None else "cpu"
+    suffix = f"-{slot}" if slot is not None else ""
+    return f"hpoq-{device}{suffix}@%h"
+
+
+def worker_argv(
+    gpu: int | None,
+    queues: str,
+    concurrency: int,
+    loglevel: str,
+    task_events: bool = False,
+    slot: int | None = None,
+) -> list[str]:
+    """The celery command line, the worker named by `node_name`. Task events are off unless
+    asked for: Flower switches them on by itself while it runs, a cluster that runs Flower
+    starts its workers with them (so a new worker's first job shows too)."""
     argv = [
         sys.executable,
         "-m",
@@ -33,7 +47,7 @@ def worker_argv(
         "--prefetch-multiplier",
         "1",
         "--hostname",
-        f"hpoq-{device}-{os.getpid()}@%h",
+        node_name(gpu, slot),
         "--loglevel",
         loglevel,
         "--without-mingle",
@@ -47,6 +61,14 @@ def worker(
         str, typer.Option("--queues", help="Comma-separated queues.")
     ] = "hpo,benchmark",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
+    slot: Annotated[
+        int | None,
+        typer.Option(
+            "--slot",
+            min=0,
+            help="Tells apart workers on one host and device: hpoq-gpu0-<slot>@host.",
+        ),
+    ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
     task_events: Annotated[
         bool,
@@ -71,5 +93,5 @@ def worker(
     env = dict(os.environ, HPOQ_REDIS_URL=url)
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel, task_events)
+    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel, task_events, slot)
     os.execve(argv[0], argv, env)

@@ -1,0 +1,22 @@
+"""`--wait` reads Celery's results: a job that failed (a FAILURE task) is reported as failed
+with its error text, next to what the other jobs returned."""
+
+from __future__ import annotations
+
+import redis
+
+from hpoq.errors import JobFailed
+from hpoq.producer.follow import failures, wait_for_jobs
+from hpoq.workers.celery_app import create_app
+
+
+def test_failed_jobs_are_reported_with_their_error_text(
+    real_redis: redis.Redis, redis_url: str
+) -> None:
+    celery = create_app(redis_url)
+    celery.backend.mark_as_done("job-ok", {"status": "measured", "benchmark_key": "k1"})
+    celery.backend.mark_as_failure("job-bad", JobFailed("benchmark of k2 failed: OOM"))
+    results = wait_for_jobs(celery, ["job-ok", "job-bad"], label="benchmarks", timeout_s=30)
+    assert results["job-ok"] == {"status": "measured", "benchmark_key": "k1"}
+    assert results["job-bad"] == {"status": "failed", "error": "benchmark of k2 failed: OOM"}
+    assert failures(results) == {"job-bad": "benchmark of k2 failed: OOM"}
