@@ -34,7 +34,9 @@ class ExperimentFile(StrictModel):
 
 
 class Experiment(StrictModel):
-    """A fully loaded experiment: every referenced file parsed and validated.
+    """A fully loaded experiment: every referenced file parsed and validated, and every
+    relative path (data `local_path`, a local `model:` directory) resolved against the
+    file that names it.
 
     JSON-serialisable, so a job can carry it to a worker on another host.
     """
@@ -48,13 +50,10 @@ class Experiment(StrictModel):
     tags: TagsRegistry
     hpo_experiment_name: str
     benchmark_experiment_name: str
-    # Directory that relative data paths are resolved against (the experiment's repo root).
-    base_dir: Path
 
     def data_dir(self) -> Path:
-        """The dataset directory on this machine (local_path, relative to base_dir)."""
-        path = Path(self.data.local_path).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        """The dataset directory on the machine that loaded the experiment."""
+        return Path(self.data.local_path)
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(mode="json")
