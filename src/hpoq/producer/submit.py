@@ -156,7 +156,9 @@ class Submitter:
         name = self.experiment.hpo_experiment_name
         return lost_trial_recorder(
             client,
-            lambda: ensure_experiment(client, name, artifact_root(self.runtime.layout)),
+            lambda: ensure_experiment(
+                client, name, artifact_root(self.runtime.layout, self.runtime.mlflow_uri())
+            ),
             self.experiment,
             ref,
         )

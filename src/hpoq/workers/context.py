@@ -83,7 +83,8 @@ class WorkerContext:
 
         found = self._experiment_ids.get(name)
         if found is None:
-            found = ensure_experiment(self.mlflow, name, artifact_root(self.runtime.layout))
+            location = artifact_root(self.runtime.layout, self.runtime.mlflow_uri())
+            found = ensure_experiment(self.mlflow, name, location)
             self._experiment_ids[name] = found
         return found
 
