@@ -19,3 +19,8 @@ class UnsafeNameError(InputError):
 
 class ServiceError(HpoqError):
     """Raised when a service (Redis, MLflow, Optuna storage) cannot be reached; exit 1."""
+
+
+class ContentError(HpoqError):
+    """Raised when published files (data, model, checkpoint) cannot be found, downloaded
+    or verified against their content hash; exit 1."""

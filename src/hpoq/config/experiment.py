@@ -38,11 +38,13 @@ class Experiment(StrictModel):
     relative path (data `local_path`, a local `model:` directory) resolved against the
     file that names it.
 
-    JSON-serialisable, so a job can carry it to a worker on another host.
+    A job carries it to a worker on another host in its portable form (see
+    hpoq.core.job_inputs): no `source`, and the data's `local_path` and each local
+    `model` replaced by the content address of the files published to MLflow.
     """
 
     name: str
-    source: Path
+    source: Path | None = None  # the experiment file on the machine that loaded it
     hpo: HpoConfig
     data: DataConfig
     benchmark: BenchmarkConfig

@@ -49,7 +49,7 @@ class BackboneConfig(StrictModel):
     """One backbone to search: a safe name plus exactly one source of weights.
 
     `model` is a Hugging Face id, or a local directory (relative to the HPO file, resolved
-    when it is loaded).
+    when it is loaded); in a job, a local directory is the content address of its files.
     """
 
     name: SafeName

@@ -20,6 +20,8 @@ from hpoq.core.studies import StudyStore
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from hpoq.core.content_store import ContentStore
+
 T = TypeVar("T")
 
 # A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
@@ -87,6 +89,16 @@ class WorkerContext:
             found = ensure_experiment(self.mlflow, name, location)
             self._experiment_ids[name] = found
         return found
+
+    def content(self) -> ContentStore:
+        """Published files by content hash, cached under this worker's output directory.
+        Built per call on the current client (cheap); the experiment id lookup is cached."""
+        from hpoq.core.content_store import CONTENT_EXPERIMENT
+        from hpoq.core.job_inputs import content_store
+
+        return content_store(
+            self.runtime, self.mlflow, lambda: self.experiment_id(CONTENT_EXPERIMENT)
+        )
 
     def in_experiment(self, name: str, write: Callable[[str], T]) -> T:
         """`write(experiment_id)` with the cached id of experiment `name`. A failed write
