@@ -30,7 +30,13 @@ def cluster_env(output: Path, redis_url: str, **extra: str) -> dict[str, str]:
 class Worker:
     """One `hpoq worker` process group; its log goes to a file for post-mortems."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "hpo,benchmark") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        queues: str = "hpo,benchmark",
+        cwd: Path | None = None,
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
@@ -45,6 +51,7 @@ class Worker:
                 "INFO",
             ],
             env=env,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
