@@ -24,3 +24,7 @@ class ServiceError(HpoqError):
 class ContentError(HpoqError):
     """Raised when published files (data, model, checkpoint) cannot be found, downloaded
     or verified against their content hash; exit 1."""
+
+
+class ContentMismatch(ContentError):
+    """Raised when downloaded files do not match their manifest, or the manifest its digest."""

@@ -236,6 +236,23 @@ def test_a_download_that_does_not_match_its_hash_fails_and_leaves_no_half_cache(
     assert list(cache.iterdir()) == []  # neither the entry nor a staging folder
 
 
+def test_a_damaged_copy_is_replaced_by_deleting_its_run_and_publishing_again(
+    tmp_path: Path, producer: Host, worker: Host
+) -> None:
+    source = _tree(tmp_path / "model", FILES)
+    manifest = manifest_of(source, what="model")
+    producer.store.publish("models", source, manifest, "tiny")
+    damaged = producer.store.published_run(manifest.digest)
+    assert damaged is not None
+    _corrupt(_stored_file(producer, damaged, "files/weights/model.bin"))
+    with pytest.raises(ContentError, match="delete that run in MLflow experiment"):
+        worker.store.fetch("models", manifest.digest)
+    producer.client.delete_run(damaged)
+    assert producer.store.publish("models", source, manifest, "tiny") is True
+    fetched = worker.store.fetch("models", manifest.digest)
+    assert (fetched / "weights" / "model.bin").read_bytes() == FILES["weights/model.bin"]
+
+
 def test_a_tampered_manifest_does_not_pass_for_the_digest(
     tmp_path: Path, producer: Host, worker: Host
 ) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from hpoq.core.fingerprints import canonical_json, sha256_hex
-from hpoq.errors import ContentError, InputError, ServiceError
+from hpoq.errors import ContentError, ContentMismatch, InputError, ServiceError
 from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class Manifest:
                 for path, entry in data["files"].items()
             }
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise ContentError(f"{where}: malformed manifest ({exc})") from None
+            raise ContentMismatch(f"{where}: malformed manifest ({exc})") from None
         return cls(files)
 
 
@@ -158,14 +158,14 @@ def verify_tree(root: Path, manifest: Manifest, where: str) -> None:
     found = set(_walk(root, where, include_hidden=True))
     extra = sorted(found - set(manifest.files))
     if extra:
-        raise ContentError(f"{where}: unexpected file {extra[0]!r} (not in the manifest)")
+        raise ContentMismatch(f"{where}: unexpected file {extra[0]!r} (not in the manifest)")
     for name, expected in sorted(manifest.files.items()):
         path = root / name
         if not path.is_file():
-            raise ContentError(f"{where}: file {name!r} is missing")
+            raise ContentMismatch(f"{where}: file {name!r} is missing")
         actual = _hash_file(path)
         if actual != expected:
-            raise ContentError(
+            raise ContentMismatch(
                 f"{where}: file {name!r} does not match its hash "
                 f"(expected sha256 {expected.sha256[:16]}... of {expected.size} bytes, "
                 f"got {actual.sha256[:16]}... of {actual.size} bytes)"
@@ -223,7 +223,13 @@ class ContentStore:
                 f"{kind} {content_address(digest)}: not published in MLflow experiment "
                 f"{CONTENT_EXPERIMENT!r} (submit the experiment again to publish it)"
             )
-        return self._download_verified(run_id, FILES_PATH, digest, target)
+        try:
+            return self._download_verified(run_id, FILES_PATH, digest, target)
+        except ContentMismatch as exc:
+            raise ContentMismatch(
+                f"{exc}; to publish it anew, delete that run in MLflow experiment "
+                f"{CONTENT_EXPERIMENT!r} and submit again"
+            ) from None
 
     def published_run(self, digest: str) -> str | None:
         """The FINISHED run holding content `digest`, or None."""
@@ -323,10 +329,10 @@ class ContentStore:
             try:
                 data = json.loads(Path(manifest_file).read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
-                raise ContentError(f"{where}: unreadable manifest ({exc})") from None
+                raise ContentMismatch(f"{where}: unreadable manifest ({exc})") from None
             manifest = Manifest.from_json(data, where)
             if manifest.digest != digest:
-                raise ContentError(f"{where}: the manifest does not match the digest")
+                raise ContentMismatch(f"{where}: the manifest does not match the digest")
             verify_tree(local, manifest, where)
             try:
                 os.rename(local, target)
