@@ -179,15 +179,20 @@ def release_results(apps: list[Any]) -> None:
 
 
 def trial_payload(root: Path) -> dict[str, Any]:
-    """A real TrialJob payload (the whole resolved experiment rides along, as in hpoq)."""
+    """A real TrialJob payload (the whole resolved experiment rides along, as in hpoq, its
+    data published by content to a local MLflow store)."""
+    from common import runtime_for
     from hpoq.config.loader import load_experiment
+    from hpoq.core.job_inputs import content_store, portable_experiment
     from hpoq.core.jobs import TrialJob, new_job_id
+    from hpoq.core.tracking import make_client
 
-    experiment = load_experiment(experiment_file(root, name="dispatch"))
+    runtime = runtime_for(root / "outputs")
+    loaded = load_experiment(experiment_file(root, name="dispatch"))
+    store = content_store(runtime, make_client(runtime.mlflow_uri()))
     job = TrialJob(
         job_id=new_job_id("trial"),
-        experiment=experiment,
-        data_dir=str(experiment.data_dir()),
+        experiment=portable_experiment(loaded, store),
         backbone="tiny",
         study_name="hpo_tiny",
         variant=1,

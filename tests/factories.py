@@ -101,3 +101,63 @@ def write_experiment(
 
 def make_experiment(root: Path, **kwargs: Any) -> Experiment:
     return load_experiment(write_experiment(root, **kwargs))
+
+
+CONLL = {
+    "train.conll": "Anna\tB-PER\nvisited\tO\nOslo\tB-LOC\n\n",
+    "dev.conll": "Ben\tB-PER\nleft\tO\n\n",
+    "test.conll": "Lagos\tB-LOC\n\n",
+}
+
+
+def user_experiment(root: Path) -> Experiment:
+    """User CoNLL files (no synthetic spec) next to the config, a local model directory
+    and a hub id, all named by relative paths."""
+    path = write_experiment(root, backbones=("local", "hub"))
+    data = yaml.safe_load((root / "config" / "data.yaml").read_text())
+    data.pop("synthetic")
+    data["local_path"] = "../ner"
+    data["splits"] = {"train": "train.conll", "validation": "dev.conll", "test": "test.conll"}
+    (root / "config" / "data.yaml").write_text(yaml.safe_dump(data))
+    hpo = yaml.safe_load((root / "config" / "hpo.yaml").read_text())
+    hpo["backbones"] = [
+        {"name": "local", "model": "../models/tiny"},
+        {"name": "hub", "model": "org/base"},
+    ]
+    (root / "config" / "hpo.yaml").write_text(yaml.safe_dump(hpo))
+    for name, text in CONLL.items():
+        (root / "ner" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "ner" / name).write_text(text)
+    (root / "ner" / "notes.txt").write_text("not a split: never published")
+    model_dir = root / "models" / "tiny"
+    model_dir.mkdir(parents=True)
+    (model_dir / "config.json").write_text('{"model_type": "bert"}')
+    (model_dir / "model.safetensors").write_bytes(b"\x00" * 4096)
+    return load_experiment(path)
+
+
+class _NothingUploaded:
+    def publish(self, *args: Any) -> bool:
+        return False
+
+
+def unpublished_job_experiment(experiment: Experiment) -> Experiment:
+    """The experiment as a job carries it (content addresses, no host path) without
+    uploading anything: for payloads a worker must refuse before it fetches a file."""
+    from hpoq.core.job_inputs import prepare_inputs, publish_inputs
+
+    return publish_inputs(prepare_inputs(experiment), _NothingUploaded())  # type: ignore[arg-type]
+
+
+def seed_mlflow_store(template: Path, output: Path) -> None:
+    """Put a copy of the template store where hpoq's local default looks (<output>/mlflow.db),
+    copied with SQLite's backup API so that the copy is consistent."""
+    import contextlib
+    import sqlite3
+
+    output.mkdir(parents=True, exist_ok=True)
+    with (
+        contextlib.closing(sqlite3.connect(template)) as source,
+        contextlib.closing(sqlite3.connect(output / "mlflow.db")) as target,
+    ):
+        source.backup(target)

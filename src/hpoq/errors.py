@@ -28,3 +28,12 @@ class JobFailed(HpoqError):
 
 class JobRejected(JobFailed):
     """Raised by a worker task for a malformed job payload, which is never executed."""
+
+
+class ContentError(HpoqError):
+    """Raised when published files (data, model, checkpoint) cannot be found, downloaded
+    or verified against their content hash; exit 1."""
+
+
+class ContentMismatch(ContentError):
+    """Raised when downloaded files do not match their manifest, or the manifest its digest."""

@@ -239,7 +239,6 @@ def test_shipped_experiments_load(name: str) -> None:
     exp = load_experiment(REPO / "config" / "experiment" / f"{name}.yaml")
     assert exp.name == name
     assert exp.source == (REPO / "config" / "experiment" / f"{name}.yaml").resolve()
-    assert exp.base_dir == REPO.resolve()
     assert exp.data_dir() == REPO.resolve() / "data" / "generated" / "synthetic-ner"
     assert exp.hpo.run.mode is RunMode.REUSE_IF_EXISTS
     assert exp.benchmark.run.mode is None
@@ -262,7 +261,9 @@ def test_prod_experiment_gets_default_mlflow_names() -> None:
     assert exp.benchmark_experiment_name == "prod-benchmark"
 
 
-def test_experiment_outside_a_config_tree_uses_its_folder(tree: Path, tmp_path: Path) -> None:
+def test_experiment_outside_a_config_tree_keeps_paths_relative_to_their_files(
+    tree: Path, tmp_path: Path
+) -> None:
     exp_dir = tmp_path / "elsewhere"
     exp_dir.mkdir()
     (exp_dir / "e.yaml").write_text(
@@ -274,8 +275,74 @@ def test_experiment_outside_a_config_tree_uses_its_folder(tree: Path, tmp_path: 
         encoding="utf-8",
     )
     exp = load_experiment(exp_dir / "e.yaml")
-    assert exp.base_dir == exp_dir.resolve()
+    # local_path is relative to the data file, wherever the experiment file lies.
+    assert exp.data_dir() == (tree.parent / "data" / "generated" / "synthetic-ner").resolve()
     assert exp.tags == TagsRegistry()  # no tags file: defaults
+
+
+def _project(tmp_path: Path, data: dict[str, object], backbone: dict[str, object]) -> Path:
+    """experiment/e.yaml naming sets/data.yaml and search/hpo.yaml: three different folders."""
+    for folder in ("experiment", "sets", "search"):
+        (tmp_path / folder).mkdir()
+    for name in ("benchmark.yaml", "selection.yaml"):
+        shutil.copy(REPO / "config" / name, tmp_path / "experiment" / name)
+    hpo = yaml.safe_load((REPO / "config" / "hpo" / "smoke.yaml").read_text(encoding="utf-8"))
+    hpo["backbones"] = [{"name": "b", **backbone}]
+    (tmp_path / "search" / "hpo.yaml").write_text(yaml.safe_dump(hpo), encoding="utf-8")
+    ner = yaml.safe_load((REPO / "config" / "data" / "synthetic_ner.yaml").read_text("utf-8"))
+    (tmp_path / "sets" / "data.yaml").write_text(yaml.safe_dump({**ner, **data}), "utf-8")
+    (tmp_path / "experiment" / "e.yaml").write_text(
+        "name: e\nhpo: ../search/hpo.yaml\ndata: ../sets/data.yaml\n"
+        "benchmark: benchmark.yaml\nselection: selection.yaml\n",
+        encoding="utf-8",
+    )
+    return tmp_path / "experiment" / "e.yaml"
+
+
+def test_local_path_resolves_against_the_data_file_not_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _project(tmp_path, {"local_path": "ner/files"}, {"model": "org/x"})
+    monkeypatch.chdir(tmp_path / "experiment")
+    exp = load_experiment(path)
+    assert exp.data.local_path == str(tmp_path.resolve() / "sets" / "ner" / "files")
+    assert exp.data_dir() == tmp_path.resolve() / "sets" / "ner" / "files"
+
+
+@pytest.mark.parametrize(
+    ("model", "made", "expected"),
+    [
+        pytest.param("../models/tiny", "models/tiny", "models/tiny", id="dot-relative"),
+        pytest.param("tiny-local", "search/tiny-local", "search/tiny-local", id="bare-dir"),
+        pytest.param("org/name", "search/org/name", "search/org/name", id="org-name-dir"),
+        pytest.param("./missing", None, "search/missing", id="path-shaped-missing"),
+    ],
+)
+def test_a_local_model_directory_resolves_against_the_hpo_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: str, made: str | None, expected: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _project(tmp_path, {"local_path": "ner"}, {"model": model})
+    if made is not None:
+        (tmp_path / made).mkdir(parents=True)
+    exp = load_experiment(path)
+    assert exp.hpo.backbone("b").model == str(tmp_path.resolve() / expected)
+
+
+@pytest.mark.parametrize("hub_id", ["distilbert-base-cased", "microsoft/deberta-v3-small"])
+def test_a_hub_id_stays_a_hub_id(tmp_path: Path, hub_id: str) -> None:
+    exp = load_experiment(_project(tmp_path, {"local_path": "ner"}, {"model": hub_id}))
+    assert exp.hpo.backbone("b").model == hub_id
+
+
+def test_home_and_absolute_paths_are_taken_as_they_are(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = _project(tmp_path, {"local_path": "~/ner"}, {"model": str(tmp_path / "abs")})
+    exp = load_experiment(path)
+    assert exp.data.local_path == str(tmp_path / "home" / "ner")
+    assert exp.hpo.backbone("b").model == str(tmp_path / "abs")
 
 
 def test_missing_experiment_file(tmp_path: Path) -> None:

@@ -31,7 +31,12 @@ class Worker:
     """One `hpoq worker` process group; its log goes to a file for post-mortems."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, queues: str = "hpo,benchmark", *extra: str
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        queues: str = "hpo,benchmark",
+        *extra: str,
+        cwd: Path | None = None,
     ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
@@ -48,6 +53,7 @@ class Worker:
                 *extra,
             ],
             env=env,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

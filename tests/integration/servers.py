@@ -1,14 +1,18 @@
-"""Redis servers with a password or TLS for security tests, started like EmbeddedRedis
-(127.0.0.1 only, append-only file on) with the extra flags each test needs."""
+"""Servers tests start as real processes on 127.0.0.1: Redis with a password or TLS for
+security tests (started like EmbeddedRedis, append-only file on, with the extra flags each
+test needs), and an MLflow tracking server that serves artifacts."""
 
 from __future__ import annotations
 
 import datetime
 import ipaddress
+import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import redis
@@ -135,3 +139,67 @@ def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+class MlflowServer:
+    """`mlflow server` on 127.0.0.1 with a SQLite backend, serving artifacts from
+    `artifacts` (`--serve-artifacts --artifacts-destination`), as the compose service runs."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.artifacts = directory / "artifacts"
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 240.0) -> MlflowServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.directory / 'mlflow.db'}",
+                "--serve-artifacts",
+                "--artifacts-destination",
+                str(self.artifacts),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mlflow server exited at start:\n{self.log()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=5) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"mlflow server did not answer on {self.uri}:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return (self.directory / "server.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()

@@ -48,8 +48,7 @@ def test_two_workers_run_exactly_n_trials_even_with_a_duplicate_delivery(
     # The same job delivered twice (as Redis does after a visibility timeout).
     duplicate = TrialJob(
         job_id=result.job_ids[0],
-        experiment=experiment,
-        data_dir=str(tmp_path / "data"),
+        experiment=submitter.job_experiment,
         backbone="tiny",
         study_name=result.study_name,
         variant=1,

@@ -27,7 +27,7 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.errors import ServiceError
 from hpoq.workers.celery_app import create_app
-from tests.factories import make_experiment, write_experiment
+from tests.factories import make_experiment, unpublished_job_experiment, write_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for
 from tests.integration.probes import (
     State,
@@ -126,8 +126,7 @@ def _payload(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     experiment = make_experiment(tmp_path, name="bad-payload", backbones=("victim",), n_trials=1)
     job = TrialJob(
         job_id="trial-x",
-        experiment=experiment,
-        data_dir=str(tmp_path / "data"),
+        experiment=unpublished_job_experiment(experiment),
         backbone="victim",
         study_name="hpo_victim",
         variant=1,

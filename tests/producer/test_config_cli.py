@@ -85,7 +85,8 @@ def test_validate_json(path: Path) -> None:
     assert doc["hpo"]["n_trials"] >= 1
     assert doc["hpo"]["backbones"]
     assert doc["data"]["name"] == "synthetic-ner"
-    assert doc["data"]["local_path"] == "data/generated/synthetic-ner"
+    # Printed resolved: relative to the data file that names it.
+    assert doc["data"]["local_path"] == str(REPO.resolve() / "data" / "generated" / "synthetic-ner")
     assert doc["benchmark"]["run"] == {"mode": None}
     assert doc["selection"]["objective"]["metric"] == "macro-f1"
     assert doc["tags"]["benchmark"]["key"] == "benchmark_key"

@@ -17,11 +17,19 @@ from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
 from hpoq.workers.celery_app import create_app
 from hpoq.workers.context import redis_keys
-from tests.factories import make_experiment, write_experiment
+from tests.factories import make_experiment, seed_mlflow_store, write_experiment
+
+_TEMPLATE: list[Path] = []
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_template(mlflow_template: Path) -> None:
+    _TEMPLATE[:] = [mlflow_template]
 
 
 def _submitter(tmp_path: Path, redis_client: redis.Redis, url: str, **kwargs: object) -> Submitter:
     experiment = make_experiment(tmp_path, **kwargs)  # type: ignore[arg-type]
+    seed_mlflow_store(_TEMPLATE[0], tmp_path / "out")  # the store jobs' files are published to
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
     return Submitter(experiment, runtime, redis_client, redis_keys(runtime), create_app(url))
 

@@ -81,9 +81,8 @@ def _tagged_run_without_metrics(world: World, key: str) -> str:
     """A FINISHED run tagged with the key and nothing else: logged by hand, or by a client
     that died between creating the run and logging its result."""
     client = world.services.mlflow()
-    experiment_id = ensure_experiment(
-        client, world.experiment.benchmark_experiment_name, artifact_root(world.runtime.layout)
-    )
+    location = artifact_root(world.runtime.layout, world.runtime.mlflow_uri())
+    experiment_id = ensure_experiment(client, world.experiment.benchmark_experiment_name, location)
     run = client.create_run(experiment_id, tags={BENCHMARK_KEY_TAG: key})
     client.set_terminated(run.info.run_id, status="FINISHED")
     return str(run.info.run_id)

@@ -184,7 +184,8 @@ def test_a_worker_on_another_host_downloads_the_checkpoint(
     tmp_path: Path, real_redis: redis.Redis, redis_url: str
 ) -> None:
     """Hosts share only Redis, MLflow and the Optuna storage: a benchmark worker whose output
-    directory never saw the trial gets the checkpoint from the MLflow artifact store."""
+    directory never saw the trial gets the checkpoint from the MLflow artifact store, into
+    its cache by content digest."""
     shared = {
         "optuna_storage": f"sqlite:///{tmp_path}/optuna.db",
         "mlflow_tracking_uri": f"sqlite:///{tmp_path}/mlflow.db",
@@ -207,7 +208,9 @@ def test_a_worker_on_another_host_downloads_the_checkpoint(
     assert not local_copy.exists()
     outcome = execute_benchmark(job, WorkerContext.create(redis_url, host_b))
     assert outcome.status == "measured", outcome.error
-    assert (local_copy / "cheap_checkpoint.json").is_file()
+    assert not local_copy.exists()
+    [fetched] = [p for p in (host_b.layout.content_cache() / "checkpoints").iterdir() if p.is_dir()]
+    assert (fetched / "cheap_checkpoint.json").is_file()
 
 
 def test_the_python_api_filters_out_what_is_benchmarked(world: World) -> None:

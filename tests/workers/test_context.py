@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import redis
 
 from hpoq.config.hpo import CheckpointConfig
+from hpoq.core.content_store import CONTENT_EXPERIMENT
 from hpoq.workers.context import MAX_CACHED_STORES
 from hpoq.workers.trial_runner import execute_trial
 from tests.integration.inprocess import World
@@ -41,10 +43,10 @@ class CountingLookups:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.lookups = 0
+        self.lookups: Counter[str] = Counter()
 
     def get_experiment_by_name(self, name: str) -> Any:
-        self.lookups += 1
+        self.lookups[name] += 1
         return self.client.get_experiment_by_name(name)
 
     def __getattr__(self, name: str) -> Any:
@@ -57,7 +59,8 @@ def test_trial_jobs_look_their_experiment_up_once_per_process(world: World) -> N
     jobs = world.submit()
     outcomes = [execute_trial(job, world.ctx) for job in jobs]
     assert [o.status for o in outcomes] == ["completed"] * 3
-    assert counting.lookups == 1
+    # The trials' experiment, and the one the jobs' data was published to (fetched once).
+    assert counting.lookups == {world.experiment.hpo_experiment_name: 1, CONTENT_EXPERIMENT: 1}
 
 
 def test_a_stale_experiment_id_is_dropped_after_mlflow_refuses_it(world: World) -> None:

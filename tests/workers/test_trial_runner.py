@@ -36,8 +36,7 @@ def setup(tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: 
     jobs = [
         TrialJob(
             job_id=j,
-            experiment=experiment,
-            data_dir=str(tmp_path / "data"),
+            experiment=submitter.job_experiment,
             backbone="tiny",
             study_name=result.study_name,
             variant=result.variant,

@@ -40,7 +40,8 @@ class DataConfig(StrictModel):
     splits: SplitPaths
     labels: list[str] = Field(min_length=1, max_length=10_000)
     synthetic: SyntheticSpec | None = None
-    # Where the files live on this machine. Environment-specific: never fingerprinted.
+    # Where the files live on this machine, relative to the data file (resolved when it is
+    # loaded); in a job, the content address of the published files. Never fingerprinted.
     local_path: str
 
     @field_validator("labels")

@@ -34,13 +34,17 @@ class ExperimentFile(StrictModel):
 
 
 class Experiment(StrictModel):
-    """A fully loaded experiment: every referenced file parsed and validated.
+    """A fully loaded experiment: every referenced file parsed and validated, and every
+    relative path (data `local_path`, a local `model:` directory) resolved against the
+    file that names it.
 
-    JSON-serialisable, so a job can carry it to a worker on another host.
+    A job carries it to a worker on another host in its portable form (see
+    hpoq.core.job_inputs): no `source`, and the data's `local_path` and each local
+    `model` replaced by the content address of the files published to MLflow.
     """
 
     name: str
-    source: Path
+    source: Path | None = None  # the experiment file on the machine that loaded it
     hpo: HpoConfig
     data: DataConfig
     benchmark: BenchmarkConfig
@@ -48,13 +52,10 @@ class Experiment(StrictModel):
     tags: TagsRegistry
     hpo_experiment_name: str
     benchmark_experiment_name: str
-    # Directory that relative data paths are resolved against (the experiment's repo root).
-    base_dir: Path
 
     def data_dir(self) -> Path:
-        """The dataset directory on this machine (local_path, relative to base_dir)."""
-        path = Path(self.data.local_path).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        """The dataset directory on the machine that loaded the experiment."""
+        return Path(self.data.local_path)
 
     def to_json(self) -> dict[str, object]:
         return self.model_dump(mode="json")

@@ -44,8 +44,17 @@ class TinyArchitecture(StrictModel):
         return self
 
 
+def looks_like_path(model: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else with a separator is meant as a path."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+
+
 class BackboneConfig(StrictModel):
-    """One backbone to search: a safe name plus exactly one source of weights."""
+    """One backbone to search: a safe name plus exactly one source of weights.
+
+    `model` is a Hugging Face id, or a local directory (relative to the HPO file, resolved
+    when it is loaded); in a job, a local directory is the content address of its files.
+    """
 
     name: SafeName
     model: str | None = Field(None, description="Hugging Face model id or local directory")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
 from hpoq.config.experiment import Experiment, ExperimentFile
-from hpoq.config.hpo import HpoConfig
+from hpoq.config.hpo import HpoConfig, looks_like_path
 from hpoq.config.selection import SelectionConfig
 from hpoq.config.tags import TagsRegistry
 from hpoq.errors import ConfigError
@@ -72,12 +72,19 @@ def _resolve(base: Path, relative: str, field: str, source: Path) -> Path:
 
 
 def load_experiment(path: str | Path) -> Experiment:
-    """Load an experiment file and every file it names. Raises ConfigError."""
+    """Load an experiment file and every file it names. Raises ConfigError.
+
+    Every relative path resolves against the file that names it: the other config files
+    against the experiment file, the data's `local_path` against the data file, a local
+    `model:` directory against the HPO file."""
     source = Path(path).resolve()
     spec = load_model(source, ExperimentFile)
     base = source.parent
-    hpo = load_model(_resolve(base, spec.hpo, "hpo", source), HpoConfig)
-    data = load_model(_resolve(base, spec.data, "data", source), DataConfig)
+    hpo_file = _resolve(base, spec.hpo, "hpo", source)
+    data_file = _resolve(base, spec.data, "data", source)
+    hpo = _resolve_models(load_model(hpo_file, HpoConfig), hpo_file.parent)
+    data = load_model(data_file, DataConfig)
+    data = data.model_copy(update={"local_path": str(_local(data_file.parent, data.local_path))})
     benchmark = load_model(_resolve(base, spec.benchmark, "benchmark", source), BenchmarkConfig)
     selection = load_model(_resolve(base, spec.selection, "selection", source), SelectionConfig)
     tags = (
@@ -104,13 +111,23 @@ def load_experiment(path: str | Path) -> Experiment:
         tags=tags,
         hpo_experiment_name=spec.mlflow.hpo or f"{spec.name}-hpo",
         benchmark_experiment_name=spec.mlflow.benchmark or f"{spec.name}-benchmark",
-        base_dir=_project_root(source),
     )
 
 
-def _project_root(source: Path) -> Path:
-    """The directory holding the `config/` tree that `source` lives in, else its folder."""
-    for parent in source.parents:
-        if parent.name == "config":
-            return parent.parent
-    return source.parent
+def _local(base: Path, value: str) -> Path:
+    """`value` as an absolute path: `~` expanded, a relative path taken from `base`."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def _resolve_models(hpo: HpoConfig, base: Path) -> HpoConfig:
+    """Each `model:` that names a local directory, as an absolute path. A value shaped like
+    a path is always one; `name` or `org/name` is one when that directory exists next to
+    the HPO file (as transformers would find it), else a Hugging Face id."""
+    backbones = []
+    for backbone in hpo.backbones:
+        model = backbone.model
+        if model is not None and (looks_like_path(model) or (base / model).is_dir()):
+            backbone = backbone.model_copy(update={"model": str(_local(base, model))})
+        backbones.append(backbone)
+    return hpo.model_copy(update={"backbones": backbones})

@@ -4,7 +4,9 @@ by `retry-failed` and by a worker whose variant just finished.
 For each candidate: skip it when measured (unless forced), skip it when its lease is held
 (in flight: never two at once, whatever the mode), else take the lease with the new job's
 id as owner (SET NX), take a fencing number, and send the job. A send that fails gives the
-lease back, so nothing is left half-done.
+lease back, so nothing is left half-done. Before the first job is built, the experiment's
+data files are published by content (nothing is uploaded when they already are; an
+experiment taken from a job is portable already), so a job names no path of this host.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_index import Candidate, cached_keys
 from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.job_inputs import content_store, portable_experiment
 from hpoq.core.jobs import QUEUE_BENCHMARK, TASK_RUN_BENCHMARK, BenchmarkJob, new_job_id
 from hpoq.core.measured_keys import finished_keys
 from hpoq.core.runtime import Runtime
@@ -73,6 +76,7 @@ def dispatch(
 ) -> DispatchReport:
     report = DispatchReport()
     force = mode is RunMode.FORCE_NEW
+    job_experiment: Experiment | None = None
     done = (
         set() if force else measured_keys(experiment, runtime, client, [c.key for c in candidates])
     )
@@ -81,14 +85,15 @@ def dispatch(
         if candidate.key in done:
             report.skipped_done.append(item)
             continue
+        if job_experiment is None:
+            job_experiment = portable_experiment(experiment, content_store(runtime, client))
         job_id = new_job_id("bench")
         if not leases.acquire(candidate.key, job_id, queued_lease_s):
             report.skipped_in_flight.append(item)
             continue
         job = BenchmarkJob(
             job_id=job_id,
-            experiment=experiment,
-            data_dir=str(experiment.data_dir()),
+            experiment=job_experiment,
             backbone=candidate.backbone,
             study_name=candidate.study_name,
             variant=candidate.variant,

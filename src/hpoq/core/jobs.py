@@ -2,7 +2,9 @@
 
 A job carries the whole resolved experiment, so a worker on another host needs no
 config files, and the variant it belongs to, allocated once by the producer, so
-retries and redeliveries reuse it.
+retries and redeliveries reuse it. It carries no path of the producer's host: the
+experiment comes in its portable form, whose data files and local model directories are
+named by content address and fetched by the worker (see hpoq.core.job_inputs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpoq.config.base import SafeName
 from hpoq.config.experiment import Experiment
+from hpoq.core.job_inputs import host_paths
 from hpoq.errors import HpoqError, InputError
 
 QUEUE_HPO = "hpo"
@@ -29,10 +32,20 @@ class JobBase(BaseModel):
 
     job_id: str = Field(pattern=JOB_ID_PATTERN)
     experiment: Experiment
-    data_dir: str = Field(min_length=1)
 
     def to_payload(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+    @model_validator(mode="after")
+    def _no_host_paths(self) -> Self:
+        """A path of the producer's host means nothing on a worker's."""
+        found = host_paths(self.experiment)
+        if found:
+            raise ValueError(
+                f"experiment.{found[0]} is a path on the producer's host; a job names "
+                "files by content address (publish them with hpoq.core.job_inputs)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _configured_backbone(self) -> Self:

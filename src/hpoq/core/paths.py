@@ -43,6 +43,7 @@ class OutputLayout:
 
     <output>/<platform>/hpo/<backbone>/<study_name>/    study folder (journal, trials, metrics)
     <output>/<platform>/benchmarks/cache/                benchmark cache JSON files
+    <output>/cache/{data,models,checkpoints}/<digest>/  files fetched by content hash
     <output>/mlflow.db, <output>/redis/                  embedded local services
     """
 
@@ -63,6 +64,10 @@ class OutputLayout:
 
     def benchmark_cache_dir(self) -> Path:
         return safe_join(self.root, self.platform, "benchmarks", "cache")
+
+    def content_cache(self) -> Path:
+        """Published files fetched to this host, one verified folder per content digest."""
+        return self.root / "cache"
 
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"

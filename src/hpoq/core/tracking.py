@@ -28,7 +28,17 @@ def tracking_uri(settings: Settings, layout: OutputLayout) -> str:
     return f"sqlite:///{layout.mlflow_db()}"
 
 
-def artifact_root(layout: OutputLayout) -> str:
+def is_tracking_server(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+def artifact_root(layout: OutputLayout, uri: str) -> str | None:
+    """Where new experiments keep their artifacts. A tracking server keeps them in its own
+    artifact root (`mlflow-artifacts:` when it serves artifacts), which every host reaches
+    through the server: None lets it choose. Any other store (the local SQLite default)
+    gets a folder under the output directory."""
+    if is_tracking_server(uri):
+        return None
     return (layout.root / "mlartifacts").as_uri()
 
 

@@ -54,4 +54,7 @@ def quiet_libraries() -> None:
     import optuna
 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+    # A run finished against a tracking server (publishing files) would print its URL on
+    # stdout, where `--json` keeps one document.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

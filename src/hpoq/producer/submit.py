@@ -1,7 +1,10 @@
 """Planning and enqueueing a sweep: the run-mode table per backbone, variants, trial jobs.
 
 Everything is validated and every service is reached before the first allocation, so bad
-input leaves nothing behind: no allocated number, no study, no job.
+input leaves nothing behind: no allocated number, no study, no job. The files the jobs
+need (data, local model directories) are hashed before Redis is touched and published to
+the MLflow artifact store before the first allocation; jobs carry their content
+addresses, never a path of this host.
 """
 
 from __future__ import annotations
@@ -14,10 +17,17 @@ from typing import TYPE_CHECKING, Any
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_run_mode
+from hpoq.core.content_store import ContentStore
 from hpoq.core.coordination.budget import TrialBudget
 from hpoq.core.coordination.keys import RedisKeys
 from hpoq.core.coordination.variant_counter import VariantCounter
 from hpoq.core.fingerprints import study_key_hash
+from hpoq.core.job_inputs import (
+    PreparedInputs,
+    content_store,
+    prepare_inputs,
+    publish_inputs,
+)
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL, TrialJob, new_job_id
 from hpoq.core.optuna_setup import count_finished, create_variant_study
 from hpoq.core.run_plan import Action, decide
@@ -86,20 +96,36 @@ class Submitter:
         self.store: StudyStore = runtime.study_store(experiment.hpo.checkpoint)
         self.counter = VariantCounter(redis_client, keys)
         self.budget = TrialBudget(redis_client, keys)
+        # What the jobs carry: the experiment with content addresses (set by submit()).
+        self.job_experiment: Experiment | None = None
 
     def submit(
-        self, *, mode_override: str | RunMode | None = None, backbones: Sequence[str] | None = None
+        self,
+        *,
+        mode_override: str | RunMode | None = None,
+        backbones: Sequence[str] | None = None,
+        inputs: PreparedInputs | None = None,
     ) -> list[SubmitResult]:
+        """`inputs`: the experiment's files hashed already (prepare_inputs), else here."""
         mode = get_run_mode(self.experiment.hpo, override=mode_override)
         names = select_backbones(self.experiment, backbones)
         bases = {
             name: base_study_name(self.experiment.hpo.checkpoint.study_name, name) for name in names
         }
+        # A file that cannot be read fails here, before anything is written.
+        prepared = inputs if inputs is not None else prepare_inputs(self.experiment)
         try:
             self.redis.ping()
         except Exception as exc:
             raise ServiceError(f"Redis is unreachable: {exc}") from None
+        self.job_experiment = publish_inputs(prepared, self._content_store())
         return [self._submit_backbone(name, bases[name], mode) for name in names]
+
+    def _content_store(self) -> ContentStore:
+        from hpoq.core.tracking import make_client
+
+        client = self.mlflow or make_client(self.runtime.mlflow_uri())
+        return content_store(self.runtime, client)
 
     def _submit_backbone(self, backbone: str, base: str, mode: RunMode) -> SubmitResult:
         hpo = self.experiment.hpo
@@ -157,7 +183,9 @@ class Submitter:
         name = self.experiment.hpo_experiment_name
         return lost_trial_recorder(
             client,
-            lambda: ensure_experiment(client, name, artifact_root(self.runtime.layout)),
+            lambda: ensure_experiment(
+                client, name, artifact_root(self.runtime.layout, self.runtime.mlflow_uri())
+            ),
             self.experiment,
             ref,
         )
@@ -222,10 +250,10 @@ class Submitter:
         return job_ids
 
     def _job(self, ref: VariantRef) -> TrialJob:
+        assert self.job_experiment is not None, "submit() publishes the inputs first"
         return TrialJob(
             job_id=new_job_id("trial"),
-            experiment=self.experiment,
-            data_dir=str(self.experiment.data_dir()),
+            experiment=self.job_experiment,
             backbone=ref.backbone,
             study_name=ref.study_name,
             variant=ref.variant,

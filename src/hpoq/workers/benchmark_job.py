@@ -149,11 +149,15 @@ def _existing_result(job: BenchmarkJob, ctx: WorkerContext) -> str | None:
 
 
 def _measure(job: BenchmarkJob, ctx: WorkerContext) -> Any:
+    """Fetch what this host lacks (the test data, the trial's checkpoint), then measure."""
+    from hpoq.core.job_inputs import local_data
     from hpoq.workers.checkpoint_store import ensure_local_checkpoint
 
     runner = load_objective(job.experiment.benchmark.runner)
-    checkpoint = ensure_local_checkpoint(ctx.mlflow, job.run_id, checkpoint_dir(job, ctx))
-    return runner(checkpoint, job.experiment.data, Path(job.data_dir), job.experiment.benchmark)
+    store = ctx.content()
+    data, data_dir = local_data(job.experiment, store)
+    checkpoint = ensure_local_checkpoint(store, job.run_id, checkpoint_dir(job, ctx))
+    return runner(checkpoint, data, data_dir, job.experiment.benchmark)
 
 
 def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:

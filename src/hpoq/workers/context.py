@@ -20,6 +20,8 @@ from hpoq.core.studies import StudyStore
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
+    from hpoq.core.content_store import ContentStore
+
 T = TypeVar("T")
 
 # A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
@@ -83,9 +85,20 @@ class WorkerContext:
 
         found = self._experiment_ids.get(name)
         if found is None:
-            found = ensure_experiment(self.mlflow, name, artifact_root(self.runtime.layout))
+            location = artifact_root(self.runtime.layout, self.runtime.mlflow_uri())
+            found = ensure_experiment(self.mlflow, name, location)
             self._experiment_ids[name] = found
         return found
+
+    def content(self) -> ContentStore:
+        """Published files by content hash, cached under this worker's output directory.
+        Built per call on the current client (cheap); the experiment id lookup is cached."""
+        from hpoq.core.content_store import CONTENT_EXPERIMENT
+        from hpoq.core.job_inputs import content_store
+
+        return content_store(
+            self.runtime, self.mlflow, lambda: self.experiment_id(CONTENT_EXPERIMENT)
+        )
 
     def in_experiment(self, name: str, write: Callable[[str], T]) -> T:
         """`write(experiment_id)` with the cached id of experiment `name`. A failed write

@@ -21,12 +21,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
 
 from hpoq.core.coordination.budget import Claim
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.fingerprints import study_key_hash
+from hpoq.core.job_inputs import local_backbone, local_data
 from hpoq.core.jobs import JobInFlight, TrialJob
 from hpoq.core.objective import TrialContext, TrialMetrics, load_objective
 from hpoq.core.optuna_setup import (
@@ -276,17 +276,6 @@ def _run_objective(
     from optuna.trial import TrialState
 
     objective = load_objective(job.experiment.hpo.objective.function)
-    context = TrialContext(
-        hpo=job.experiment.hpo,
-        study_name=ref.study_name,
-        variant=ref.variant,
-        study_dir=layout.study_dir(ref.backbone, ref.study_name),
-        trial_dir=layout.trial_dir(ref.backbone, ref.study_name, trial.number),
-        data_dir=Path(job.data_dir),
-        device=None,
-        metrics=metrics,
-    )
-    backbone = job.experiment.hpo.backbone(ref.backbone)
     beat = Heartbeat(
         lambda: ctx.budget.heartbeat(study_key, job.job_id, lease_s),
         interval_s=lease_s / 3,
@@ -294,7 +283,22 @@ def _run_objective(
     )
     with beat:
         try:
-            value = float(objective(trial, backbone, job.experiment.data, context))
+            # The data and a published model are fetched into this host's cache once; a
+            # download that fails or does not match its hash fails the trial, with why.
+            store = ctx.content()
+            data, data_dir = local_data(job.experiment, store)
+            backbone = local_backbone(job.experiment, ref.backbone, store)
+            context = TrialContext(
+                hpo=job.experiment.hpo,
+                study_name=ref.study_name,
+                variant=ref.variant,
+                study_dir=layout.study_dir(ref.backbone, ref.study_name),
+                trial_dir=layout.trial_dir(ref.backbone, ref.study_name, trial.number),
+                data_dir=data_dir,
+                device=None,
+                metrics=metrics,
+            )
+            value = float(objective(trial, backbone, data, context))
         except optuna.TrialPruned:
             return None, TrialState.PRUNED, None
         except Exception as exc:
@@ -334,6 +338,6 @@ def _upload_checkpoint(
     try:
         if checkpoint.is_dir():
             with open_checkpoint_for_reading(checkpoint):
-                upload_checkpoint(ctx.mlflow, run_id, checkpoint)
+                upload_checkpoint(ctx.content(), run_id, checkpoint)
     except Exception as exc:
         log.warning("checkpoint of trial %d not uploaded to MLflow: %s", number, exc)

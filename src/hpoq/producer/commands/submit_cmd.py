@@ -30,6 +30,7 @@ def submit(
     """Submit HPO variants: allocate variants, create studies, enqueue trial jobs."""
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.job_inputs import prepare_inputs
     from hpoq.core.runtime import Runtime
     from hpoq.producer.services import open_services
     from hpoq.producer.submit import Submitter, select_backbones
@@ -39,6 +40,7 @@ def submit(
         if run_mode is not None:
             parse_run_mode(run_mode, field="--run-mode")
         select_backbones(experiment, backbone)
+        inputs = prepare_inputs(experiment)  # every data file and model directory hashed
         services = open_services(Runtime.from_settings())
         try:
             submitter = Submitter(
@@ -49,7 +51,7 @@ def submit(
                 services.celery,
                 mlflow=services.mlflow(),
             )
-            results = submitter.submit(mode_override=run_mode, backbones=backbone)
+            results = submitter.submit(mode_override=run_mode, backbones=backbone, inputs=inputs)
         finally:
             services.close()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpoq.config.hpo import BackboneConfig, TinyArchitecture
+from hpoq.config.hpo import BackboneConfig, TinyArchitecture, looks_like_path
 from hpoq.errors import InputError
 from hpoq.workers.training.tokenizer import build_word_tokenizer
 
@@ -128,7 +128,7 @@ def _load_pretrained(
 
     local = Path(model_ref).expanduser()
     source = str(local) if local.exists() else model_ref
-    if not local.exists() and _looks_like_path(model_ref):
+    if not local.exists() and looks_like_path(model_ref):
         raise InputError(f"backbone {name!r}: model directory {source!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True, **label_maps)
@@ -153,11 +153,6 @@ def _load_pretrained(
             "word alignment needs one"
         )
     return LoadedModel(model, tokenizer, _max_length(model, tokenizer, max_length), source)
-
-
-def _looks_like_path(model_ref: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else with a separator is meant as a path."""
-    return model_ref.startswith(("/", ".", "~")) or model_ref.count("/") > 1 or "\\" in model_ref
 
 
 def _max_length(model: Any, tokenizer: Any, wanted: int | None) -> int:
