@@ -259,8 +259,7 @@ def test_warm_start_runs_the_previous_best_first_within_the_budget(
         for job_id in result.job_ids:
             job = TrialJob(
                 job_id=job_id,
-                experiment=experiment,
-                data_dir=str(tmp_path / "data"),
+                experiment=submitter.job_experiment,
                 backbone="tiny",
                 study_name=result.study_name,
                 variant=result.variant,
