@@ -38,11 +38,13 @@ def _points(runtime: Runtime, experiment: Experiment, result: SubmitResult) -> d
 
 def _submit_two_variants(
     experiment: Experiment, runtime: Runtime, client: redis.Redis, redis_url: str
-) -> tuple[SubmitResult, SubmitResult]:
+) -> tuple[SubmitResult, SubmitResult, Experiment]:
+    """Variants 1 and 2, and the experiment as their jobs carry it."""
     submitter = Submitter(experiment, runtime, client, redis_keys(runtime), create_app(redis_url))
     [first] = submitter.submit()
     [second] = submitter.submit(mode_override="force_new")
-    return first, second
+    assert submitter.job_experiment is not None
+    return first, second, submitter.job_experiment
 
 
 def test_workers_started_together_search_distinct_points_and_reruns_repeat_them(
@@ -50,7 +52,7 @@ def test_workers_started_together_search_distinct_points_and_reruns_repeat_them(
 ) -> None:
     experiment = make_experiment(tmp_path, n_trials=WORKERS)
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
-    first, second = _submit_two_variants(experiment, runtime, real_redis, redis_url)
+    first, second, _ = _submit_two_variants(experiment, runtime, real_redis, redis_url)
     assert (first.variant, second.variant) == (1, 2)
     # Every job is queued before the workers start; a trial takes ~3 s, so the first
     # WORKERS trials run side by side.
@@ -71,14 +73,14 @@ def test_workers_started_together_search_distinct_points_and_reruns_repeat_them(
     # A rerun elsewhere (its own output and Redis keys), one job at a time in this process:
     # each variant's trial numbers propose the points the cluster ran.
     rerun = Runtime.from_settings(Settings(output_dir=tmp_path / "rerun", platform="local"))
-    again = _submit_two_variants(experiment, rerun, real_redis, redis_url)
+    *again, job_experiment = _submit_two_variants(experiment, rerun, real_redis, redis_url)
+    assert isinstance(job_experiment, Experiment)
     ctx = WorkerContext.create(redis_url, rerun)
     for result in again:
         for job_id in result.job_ids:
             job = TrialJob(
                 job_id=job_id,
-                experiment=experiment,
-                data_dir=str(tmp_path / "data"),
+                experiment=job_experiment,
                 backbone="tiny",
                 study_name=result.study_name,
                 variant=result.variant,
