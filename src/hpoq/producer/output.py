@@ -5,7 +5,6 @@ human tables go to stdout and progress and warnings to stderr. Exit codes: 0 suc
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -54,6 +53,8 @@ def exit_codes() -> Iterator[None]:
         raise
     except Exception as exc:
         # A bug or an unexpected service failure: one line, exit 1; the traceback on demand.
-        if os.environ.get("HPOQ_DEBUG"):
+        from hpoq.config.settings import debug_enabled
+
+        if debug_enabled():
             traceback.print_exc()
         fail(f"{type(exc).__name__}: {exc}", EXIT_FAILURE)

@@ -7,15 +7,10 @@ connects anywhere.
 
 from __future__ import annotations
 
-import os
-
 from hpoq.workers.celery_app import create_app
 
 
 def _broker_url() -> str:
-    url = os.environ.get("HPOQ_REDIS_URL")
-    if url:
-        return url
     from hpoq.core.coordination.local_redis import resolve_redis_url
     from hpoq.core.runtime import Runtime
 
