@@ -179,7 +179,7 @@ CASES = [
             lambda t: LAUGHS + t.replace("choices:\n    - 8\n    - 16", "choices: *l8"),
         ),
         "hpo.yaml",
-        "choices",
+        "aliases expand",
     ),
     ("yaml-oversize", _text("hpo.yaml", lambda t: t + "#" * (1 << 20)), "hpo.yaml", "larger than"),
     (

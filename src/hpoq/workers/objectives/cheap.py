@@ -70,9 +70,11 @@ def _position(value: Any, spec: SearchParam) -> float:
             return PEAK
         return spec.choices.index(value) / (len(spec.choices) - 1)
     low, high, x = float(spec.low), float(spec.high), float(value)
+    if low == high:  # a pinned value sits at the peak, like a single choice
+        return PEAK
     if isinstance(spec, LogParam) or spec.log:
         low, high, x = math.log(low), math.log(high), math.log(x)
-    return (x - low) / (high - low)  # the schema guarantees low < high
+    return (x - low) / (high - low)
 
 
 def _save_checkpoint(
