@@ -20,9 +20,17 @@ import redis
 
 from hpoq.config.loader import load_experiment
 from hpoq.config.settings import Settings
+from hpoq.core.benchmark_key import build_benchmark_key
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.embedded import free_port
-from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, TrialJob
+from hpoq.core.fingerprints import trial_key_hash
+from hpoq.core.jobs import (
+    QUEUE_HPO,
+    TASK_RUN_BENCHMARK,
+    TASK_RUN_TRIAL,
+    BenchmarkJob,
+    TrialJob,
+)
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.errors import ServiceError
@@ -183,6 +191,68 @@ def test_a_malformed_payload_is_rejected_logged_and_never_executed(
         client = make_client(cluster.runtime().mlflow_uri())
         assert client.get_experiment_by_name("bad-payload-hpo") is None
     assert not [k for k in cluster.redis.scan_iter("hpoq:*:budget:*") if "victim" in k]
+
+
+def _forged_benchmark(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    """A benchmark job as a producer builds it, then forged."""
+    experiment = make_experiment(tmp_path, name="forged", backbones=("victim",), n_trials=1)
+    trial_id = trial_key_hash("victim", "hpo_victim", 0)
+    run_id = "0123456789abcdef0123456789abcdef"
+    key = build_benchmark_key(
+        backbone="victim",
+        variant="hpo_victim",
+        run_id=run_id,
+        trial_id=trial_id,
+        data=experiment.data,
+        benchmark=experiment.benchmark,
+    )
+    job = BenchmarkJob(
+        job_id=f"bench-{uuid.uuid4().hex}",
+        experiment=experiment,
+        data_dir=str(tmp_path / "data"),
+        backbone="victim",
+        study_name="hpo_victim",
+        variant=1,
+        trial_number=0,
+        trial_id=trial_id,
+        run_id=run_id,
+        benchmark_key=key,
+        fence=1,
+    )
+    return job.to_payload() | changes
+
+
+FORGED_BENCHMARKS: list[tuple[str, dict[str, Any]]] = [
+    ("run-id-traversal", {"run_id": "../../../../tmp"}),
+    ("trial-id-traversal", {"trial_id": "../../etc"}),
+    ("key-traversal", {"benchmark_key": "../../victim:hpo_victim:x:y:z:w"}),
+]
+
+
+@pytest.mark.parametrize(
+    "change", [f[1] for f in FORGED_BENCHMARKS], ids=[f[0] for f in FORGED_BENCHMARKS]
+)
+def test_a_forged_benchmark_job_is_refused_and_never_recorded_as_a_failure(
+    cluster: Cluster, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    payload = _forged_benchmark(tmp_path, **change)
+    task_id = payload["job_id"]
+    create_app(cluster.url).send_task(TASK_RUN_BENCHMARK, args=[payload], task_id=task_id)
+    result = wait_for(
+        lambda: task_result(cluster.redis, task_id), 60, "the task result", [cluster.worker]
+    )
+    assert result["status"] == "SUCCESS" and result["result"]["status"] == "rejected"
+    assert f"rejected job {task_id}: " in cluster.worker.log()
+    # Not a failed benchmark that `retry-failed` would keep on trying: nothing recorded.
+    failed = [
+        key
+        for hash_key in cluster.redis.scan_iter("hpoq:*:failed-benchmarks")
+        for key in cluster.redis.hkeys(hash_key)
+    ]
+    assert payload["benchmark_key"] not in failed
+    if (cluster.output / "mlflow.db").exists():
+        client = make_client(cluster.runtime().mlflow_uri())
+        assert client.get_experiment_by_name("forged-benchmark") is None
 
 
 # --- passwords never shown -------------------------------------------------------------
