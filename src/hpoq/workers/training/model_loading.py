@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpoq.config.hpo import BackboneConfig, TinyArchitecture
+from hpoq.core.model_source import local_model_dir
 from hpoq.errors import InputError
 from hpoq.workers.training.tokenizer import build_word_tokenizer
 
@@ -126,9 +127,9 @@ def _load_pretrained(
 ) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-    local = Path(model_ref).expanduser()
-    source = str(local) if local.exists() else model_ref
-    if not local.exists() and _looks_like_path(model_ref):
+    local = local_model_dir(model_ref)
+    source = str(local) if local is not None else model_ref
+    if local is not None and not local.exists():
         raise InputError(f"backbone {name!r}: model directory {source!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True, **label_maps)
@@ -153,11 +154,6 @@ def _load_pretrained(
             "word alignment needs one"
         )
     return LoadedModel(model, tokenizer, _max_length(model, tokenizer, max_length), source)
-
-
-def _looks_like_path(model_ref: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else with a separator is meant as a path."""
-    return model_ref.startswith(("/", ".", "~")) or model_ref.count("/") > 1 or "\\" in model_ref
 
 
 def _max_length(model: Any, tokenizer: Any, wanted: int | None) -> int:
