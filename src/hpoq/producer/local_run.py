@@ -84,7 +84,7 @@ def run_experiment(
     from hpoq.core.datasets import ensure_dataset
     from hpoq.core.tracking import make_client
 
-    services = open_services(runtime, start_embedded=True)
+    services = open_services(runtime, start_embedded=True, owned=True)
     pool = LocalWorkers(
         workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
     )
