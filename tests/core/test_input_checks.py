@@ -12,6 +12,7 @@ from hpoq.core import input_checks
 from hpoq.core.input_checks import check_data, check_inputs, check_models
 from hpoq.core.paths import OutputLayout
 from hpoq.errors import InputError
+from tests.config.test_data_config import data_dict
 from tests.factories import make_experiment
 
 LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-DATE", "I-DATE"]
@@ -19,16 +20,7 @@ GOOD = "Anna\tB-PER\nsaid\tO\n\nAcme\tB-ORG\n"
 
 
 def data_config(**overrides: object) -> DataConfig:
-    payload: dict[str, object] = {
-        "name": "ner",
-        "version": "1",
-        "format": "conll",
-        "local_path": "data",
-        "splits": {"train": "train.conll", "validation": "dev.conll", "test": "test.conll"},
-        "labels": LABELS,
-    }
-    payload.update(overrides)
-    return DataConfig.model_validate(payload)
+    return DataConfig.model_validate(data_dict(**{"labels": LABELS, **overrides}))
 
 
 def write_splits(directory: Path, train: str = GOOD) -> Path:

@@ -8,38 +8,23 @@ from typing import Any
 
 import pytest
 
-from hpoq.core.benchmark_key import build_benchmark_key, parse_benchmark_key
+from hpoq.core.benchmark_key import parse_benchmark_key
 from hpoq.core.fingerprints import trial_key_hash
 from hpoq.core.jobs import BenchmarkJob, parse_job
 from hpoq.errors import InputError
-from tests.factories import make_experiment
+from tests.factories import benchmark_job, make_experiment
 
 RUN_ID = "0123456789abcdef0123456789abcdef"
 
 
 def payload(tmp_path: Path, **changes: Any) -> dict[str, Any]:
-    experiment = make_experiment(tmp_path)
-    trial_id = trial_key_hash("tiny", "hpo_tiny_v2", 3)
-    key = build_benchmark_key(
-        backbone="tiny",
-        variant="hpo_tiny_v2",
-        run_id=RUN_ID,
-        trial_id=trial_id,
-        data=experiment.data,
-        benchmark=experiment.benchmark,
-    )
-    job = BenchmarkJob(
-        job_id="bench-1",
-        experiment=experiment,
-        data_dir=str(tmp_path / "data"),
+    job = benchmark_job(
+        make_experiment(tmp_path),
         backbone="tiny",
         study_name="hpo_tiny_v2",
         variant=2,
         trial_number=3,
-        trial_id=trial_id,
         run_id=RUN_ID,
-        benchmark_key=key,
-        fence=1,
     )
     return job.to_payload() | changes
 

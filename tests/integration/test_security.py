@@ -20,22 +20,14 @@ import redis
 
 from hpoq.config.loader import load_experiment
 from hpoq.config.settings import Settings
-from hpoq.core.benchmark_key import build_benchmark_key
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.embedded import free_port
-from hpoq.core.fingerprints import trial_key_hash
-from hpoq.core.jobs import (
-    QUEUE_HPO,
-    TASK_RUN_BENCHMARK,
-    TASK_RUN_TRIAL,
-    BenchmarkJob,
-    TrialJob,
-)
+from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, TrialJob
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.errors import ServiceError
 from hpoq.workers.celery_app import create_app
-from tests.factories import make_experiment, write_experiment
+from tests.factories import benchmark_job, make_experiment, write_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for
 from tests.integration.probes import (
     State,
@@ -196,28 +188,13 @@ def test_a_malformed_payload_is_rejected_logged_and_never_executed(
 def _forged_benchmark(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     """A benchmark job as a producer builds it, then forged."""
     experiment = make_experiment(tmp_path, name="forged", backbones=("victim",), n_trials=1)
-    trial_id = trial_key_hash("victim", "hpo_victim", 0)
-    run_id = "0123456789abcdef0123456789abcdef"
-    key = build_benchmark_key(
-        backbone="victim",
-        variant="hpo_victim",
-        run_id=run_id,
-        trial_id=trial_id,
-        data=experiment.data,
-        benchmark=experiment.benchmark,
-    )
-    job = BenchmarkJob(
-        job_id=f"bench-{uuid.uuid4().hex}",
-        experiment=experiment,
-        data_dir=str(tmp_path / "data"),
+    job = benchmark_job(
+        experiment,
         backbone="victim",
         study_name="hpo_victim",
         variant=1,
-        trial_number=0,
-        trial_id=trial_id,
-        run_id=run_id,
-        benchmark_key=key,
-        fence=1,
+        data_dir=str(tmp_path / "data"),
+        job_id=f"bench-{uuid.uuid4().hex}",
     )
     return job.to_payload() | changes
 

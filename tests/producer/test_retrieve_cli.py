@@ -6,8 +6,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.studies import BACKBONE_ATTR
 from hpoq.core.trial_record import TrialRecord
 from hpoq.producer.cli import app
+from tests.integration.probes import hpoq
 from tests.producer.json_errors import error_document
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,13 +166,7 @@ def test_unknown_backbone_exits_2(experiment_file: Path) -> None:
 
 def _retrieve_seconds(experiment: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpoq.producer", "retrieve", str(experiment), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = hpoq(env, "retrieve", str(experiment), "--json", timeout_s=300)
     elapsed = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
     return elapsed, json.loads(proc.stdout)
