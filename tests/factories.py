@@ -9,6 +9,9 @@ import yaml
 
 from hpoq.config.experiment import Experiment
 from hpoq.config.loader import load_experiment
+from hpoq.core.benchmark_key import build_benchmark_key
+from hpoq.core.fingerprints import trial_key_hash
+from hpoq.core.jobs import BenchmarkJob
 
 CHEAP_OBJECTIVE = "hpoq.workers.objectives.cheap:objective"
 CHEAP_RUNNER = "hpoq.workers.bench.cheap:run_inference_benchmark"
@@ -161,3 +164,37 @@ def seed_mlflow_store(template: Path, output: Path) -> None:
         contextlib.closing(sqlite3.connect(output / "mlflow.db")) as target,
     ):
         source.backup(target)
+
+
+def benchmark_job(
+    experiment: Experiment,
+    *,
+    backbone: str,
+    study_name: str,
+    variant: int,
+    trial_number: int = 0,
+    run_id: str | None = "0123456789abcdef0123456789abcdef",
+    job_id: str = "bench-1",
+) -> BenchmarkJob:
+    """A benchmark job as a producer builds it for one trial (its key included), carrying
+    the experiment as jobs do (content addresses, no host path)."""
+    trial_id = trial_key_hash(backbone, study_name, trial_number)
+    return BenchmarkJob(
+        job_id=job_id,
+        experiment=unpublished_job_experiment(experiment),
+        backbone=backbone,
+        study_name=study_name,
+        variant=variant,
+        trial_number=trial_number,
+        trial_id=trial_id,
+        run_id=run_id,
+        benchmark_key=build_benchmark_key(
+            backbone=backbone,
+            variant=study_name,
+            run_id=run_id,
+            trial_id=trial_id,
+            data=experiment.data,
+            benchmark=experiment.benchmark,
+        ),
+        fence=1,
+    )

@@ -13,6 +13,10 @@ class ConfigError(InputError):
     """Raised when a config file is missing, unparsable or fails validation."""
 
 
+class SettingsError(InputError):
+    """Raised when an environment variable holds a value hpoq cannot use; exit 2."""
+
+
 class UnsafeNameError(InputError):
     """Raised when a name or path component could escape its directory."""
 

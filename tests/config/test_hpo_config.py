@@ -348,17 +348,40 @@ def test_parameter_names_must_be_identifiers(name: str) -> None:
 @pytest.mark.parametrize(
     "param",
     [
-        pytest.param({"type": "float", "low": 1.0, "high": 1.0}, id="float-equal"),
         pytest.param({"type": "float", "low": 2.0, "high": 1.0}, id="float-reversed"),
-        pytest.param({"type": "int", "low": 3, "high": 3}, id="int-equal"),
         pytest.param({"type": "int", "low": 5, "high": 1}, id="int-reversed"),
-        pytest.param({"type": "log", "low": 1e-3, "high": 1e-3}, id="log-equal"),
         pytest.param({"type": "log", "low": 1e-1, "high": 1e-3}, id="log-reversed"),
     ],
 )
-def test_low_must_be_below_high(param: dict[str, Any]) -> None:
+def test_low_must_not_be_above_high(param: dict[str, Any]) -> None:
     err = fails_at(hpo_dict(search_space={"p": param}), ("search_space", "p"))
-    assert "must be below 'high'" in str(err)
+    assert "must not be above 'high'" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("param", "pinned"),
+    [
+        pytest.param({"type": "float", "low": 0.1, "high": 0.1}, 0.1, id="float"),
+        pytest.param({"type": "float", "low": 0.5, "high": 0.5, "step": 0.1}, 0.5, id="float-step"),
+        pytest.param({"type": "float", "low": 1e-3, "high": 1e-3, "log": True}, 1e-3, id="f-log"),
+        pytest.param({"type": "log", "low": 1e-3, "high": 1e-3}, 1e-3, id="log"),
+        pytest.param({"type": "int", "low": 3, "high": 3}, 3, id="int"),
+        pytest.param({"type": "int", "low": 4, "high": 4, "step": 2}, 4, id="int-step"),
+        pytest.param({"type": "int", "low": 8, "high": 8, "log": True}, 8, id="int-log"),
+    ],
+)
+def test_low_equal_to_high_pins_the_value(param: dict[str, Any], pinned: float) -> None:
+    """Optuna accepts low == high and samples that value every time."""
+    import optuna
+
+    from hpoq.core.objective import suggest_params
+
+    config = HpoConfig.model_validate(hpo_dict(search_space={"p": param}))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1))
+    for _ in range(3):
+        trial = study.ask()
+        assert suggest_params(trial, config.search_space) == {"p": pinned}
+        study.tell(trial, 1.0)
 
 
 @pytest.mark.parametrize(

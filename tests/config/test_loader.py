@@ -12,7 +12,14 @@ from hpoq.config.base import RunMode
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
 from hpoq.config.hpo import HpoConfig
-from hpoq.config.loader import MAX_CONFIG_BYTES, load_experiment, load_model, read_yaml
+from hpoq.config.loader import (
+    MAX_CONFIG_BYTES,
+    MAX_ERRORS_SHOWN,
+    experiment_files,
+    load_experiment,
+    load_model,
+    read_yaml,
+)
 from hpoq.config.tags import TagsRegistry
 from hpoq.errors import ConfigError, InputError
 
@@ -43,7 +50,7 @@ def test_missing_file_names_the_file(tmp_path: Path) -> None:
 
 
 def test_directory_is_not_a_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="file not found"):
+    with pytest.raises(ConfigError, match="is a directory, expected a YAML file"):
         read_yaml(tmp_path)
 
 
@@ -95,6 +102,40 @@ def test_oversized_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "big.yaml"
     path.write_text("a: " + "x" * MAX_CONFIG_BYTES + "\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="larger than"):
+        read_yaml(path)
+
+
+LAUGHS = "".join(
+    f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9) if i else ', '.join(['lol'] * 9)}]\n"
+    for i in range(9)
+)
+
+
+def test_an_alias_bomb_is_refused_in_one_line_before_it_expands(tmp_path: Path) -> None:
+    path = tmp_path / "hpo.yaml"
+    path.write_text(LAUGHS + "search_space: {x: {type: categorical, choices: *l8}}\n", "utf-8")
+    with pytest.raises(ConfigError) as exc:
+        read_yaml(path)  # 9**9 values if it were built: it must be refused, not expanded
+    assert str(exc.value) == (
+        f"{path}: YAML aliases expand to more than 100000 values (an alias bomb?); "
+        "not a config file"
+    )
+
+
+def test_a_few_aliases_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("base: &b {low: 1, high: 2}\nother: *b\nthird: *b\n", encoding="utf-8")
+    assert read_yaml(path) == {
+        "base": {"low": 1, "high": 2},
+        "other": {"low": 1, "high": 2},
+        "third": {"low": 1, "high": 2},
+    }
+
+
+def test_a_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "x.yaml"
+    path.write_text("a: &a [1, *a]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="refers to itself"):
         read_yaml(path)
 
 
@@ -165,7 +206,7 @@ search_space:
             "low: 1.0e-5, high: 1.0e-3",
             "low: 1.0e-3, high: 1.0e-5",
             "search_space.lr",
-            "must be below 'high'",
+            "must not be above 'high'",
             id="low-above-high",
         ),
         pytest.param(
@@ -208,6 +249,17 @@ def test_all_errors_are_reported_at_once(tmp_path: Path) -> None:
     message = str(exc.value)
     for field in ("backbones", "n_trials", "search_space", "colour"):
         assert f"\n  {field}: " in message
+
+
+def test_a_file_with_many_errors_gets_a_short_message(tmp_path: Path) -> None:
+    path = tmp_path / "hpo.yaml"
+    unknown = "".join(f"unknown_{i}: 1\n" for i in range(40))
+    path.write_text("backbones: []\nn_trials: -1\n" + unknown, "utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_model(path, HpoConfig)
+    lines = str(exc.value).splitlines()
+    assert len(lines) == 1 + MAX_ERRORS_SHOWN + 1
+    assert lines[-1] == f"  ... and {42 + 1 - MAX_ERRORS_SHOWN} more"
 
 
 def test_load_model_of_a_list_names_the_file(tmp_path: Path) -> None:
@@ -356,6 +408,41 @@ def test_experiment_naming_a_missing_file(tree: Path) -> None:
     with pytest.raises(ConfigError, match="file not found") as exc:
         load_experiment(tree / "experiment" / "smoke.yaml")
     assert str((tree / "hpo" / "nope.yaml").resolve()) in str(exc.value)
+
+
+@pytest.mark.parametrize("field", ["hpo", "data", "benchmark", "selection", "tags"])
+def test_an_experiment_that_includes_itself_gets_one_line(tree: Path, field: str) -> None:
+    experiment = tree / "experiment" / "smoke.yaml"
+    edit_yaml(experiment, **{field: "smoke.yaml"})
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(experiment)
+    assert str(exc.value) == (
+        f"{experiment.resolve()}: {field}: names this experiment file itself (an experiment "
+        f"includes itself); name the {field} config file instead"
+    )
+
+
+def test_an_experiment_naming_a_directory_says_so(tree: Path) -> None:
+    experiment = tree / "experiment" / "smoke.yaml"
+    edit_yaml(experiment, hpo="../hpo")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(experiment)
+    assert str(exc.value) == (
+        f"{experiment.resolve()}: hpo: {(tree / 'hpo').resolve()} is a directory, "
+        "expected a YAML file"
+    )
+
+
+def test_experiment_files_are_resolved(tree: Path) -> None:
+    files = experiment_files(tree / "experiment" / "smoke.yaml")
+    assert files == {
+        "experiment": (tree / "experiment" / "smoke.yaml").resolve(),
+        "hpo": (tree / "hpo" / "smoke.yaml").resolve(),
+        "data": (tree / "data" / "synthetic_ner.yaml").resolve(),
+        "benchmark": (tree / "benchmark.yaml").resolve(),
+        "selection": (tree / "selection.yaml").resolve(),
+        "tags": (tree / "tags.yaml").resolve(),
+    }
 
 
 def test_experiment_with_an_empty_reference(tree: Path) -> None:

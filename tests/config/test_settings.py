@@ -9,6 +9,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from hpoq.config.settings import Settings, load_settings, redact_url
+from hpoq.errors import SettingsError
 
 ENV_NAMES = (
     "HPOQ_REDIS_URL",
@@ -179,3 +180,126 @@ def test_secretstr_repr_hides_value() -> None:
     assert "s3cret" not in repr(secret)
     assert "s3cret" not in str(secret)
     assert "s3cret" not in f"{secret}"
+
+
+# --- every variable parsed here: defaults, empty values, bad values -------------------------
+
+
+def test_numeric_settings_have_their_defaults() -> None:
+    s = load_settings()
+    assert (s.visibility_timeout, s.lease_seconds, s.max_deliveries) == (43200, 60.0, 3)
+    assert (s.debug, s.cheap_objective_sleep, s.cheap_bench_sleep) == (False, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "HPOQ_REDIS_URL",
+        "HPOQ_OPTUNA_STORAGE",
+        "HPOQ_OUTPUT_DIR",
+        "HPOQ_PLATFORM",
+        "MLFLOW_TRACKING_URI",
+        "HPOQ_VISIBILITY_TIMEOUT",
+        "HPOQ_LEASE_SECONDS",
+        "HPOQ_MAX_DELIVERIES",
+        "HPOQ_DEBUG",
+        "HPOQ_CHEAP_OBJECTIVE_SLEEP",
+    ],
+)
+def test_an_empty_value_counts_as_unset(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """compose passes `VAR=` for a variable the host does not set."""
+    monkeypatch.setenv(name, "")
+    assert load_settings() == Settings(_env_file=None)  # type: ignore[call-arg]
+    monkeypatch.setenv(name, "   ")
+    if name in ("HPOQ_REDIS_URL", "HPOQ_OPTUNA_STORAGE", "HPOQ_OUTPUT_DIR", "HPOQ_PLATFORM"):
+        return  # free text: a blank is a (strange) value, refused where it is used
+    if name == "MLFLOW_TRACKING_URI":
+        return
+    with pytest.raises(SettingsError, match=name):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expects"),
+    [
+        ("HPOQ_VISIBILITY_TIMEOUT", "abc", "a whole number of seconds above 0"),
+        ("HPOQ_VISIBILITY_TIMEOUT", "0", "a whole number of seconds above 0"),
+        ("HPOQ_VISIBILITY_TIMEOUT", "1.5", "a whole number of seconds above 0"),
+        ("HPOQ_LEASE_SECONDS", "-1", "a number of seconds above 0"),
+        ("HPOQ_LEASE_SECONDS", "nan", "a number of seconds above 0"),
+        ("HPOQ_LEASE_SECONDS", "inf", "a number of seconds above 0"),
+        ("HPOQ_MAX_DELIVERIES", "0", "a whole number of deliveries, 1 or more"),
+        ("HPOQ_MAX_DELIVERIES", "three", "a whole number of deliveries, 1 or more"),
+        ("HPOQ_DEBUG", "maybe", "a boolean"),
+        ("HPOQ_CHEAP_BENCH_SLEEP", "soon", "a number of seconds 0 or more"),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_what_it_expects(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expects: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    message = str(exc.value)
+    assert message.startswith(f"{name}={value!r}: expected {expects}")
+    assert "\n" not in message and "pydantic" not in message
+
+
+def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "x")
+    monkeypatch.setenv("HPOQ_MAX_DELIVERIES", "y")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    message = str(exc.value)
+    assert "HPOQ_LEASE_SECONDS='x'" in message and "HPOQ_MAX_DELIVERIES='y'" in message
+
+
+def test_a_bad_value_never_shows_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "redis://:s3cret@h:6379/0")
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert "s3cret" not in str(exc.value)
+
+
+def test_the_functions_other_modules_call_read_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hpoq.workers.celery_app import visibility_timeout_s
+    from hpoq.workers.context import lease_seconds
+    from hpoq.workers.deliveries import max_deliveries
+
+    assert (visibility_timeout_s(), lease_seconds(), max_deliveries()) == (43200, 60.0, 3)
+    monkeypatch.setenv("HPOQ_VISIBILITY_TIMEOUT", "120")
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2.5")
+    monkeypatch.setenv("hpoq_max_deliveries", "7")  # names are case-insensitive
+    assert (visibility_timeout_s(), lease_seconds(), max_deliveries()) == (120, 2.5, 7)
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "")
+    assert lease_seconds() == 60.0
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "zero")
+    with pytest.raises(SettingsError, match="HPOQ_LEASE_SECONDS"):
+        lease_seconds()
+
+
+def test_no_module_reads_the_environment_by_itself() -> None:
+    """Every HPOQ_* variable is parsed in config/settings.py. Not hpoq's settings: the
+    platform markers, CUDA_VISIBLE_DEVICES, and MLflow's own HTTP variables (core/retry.py
+    only looks whether a person set them before setting its budget); writing is not
+    reading."""
+    import re
+
+    src = Path(__file__).resolve().parents[2] / "src" / "hpoq"
+    reads = re.compile(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^\]]+\](?!\s*=)")
+    allowed = {
+        "config/settings.py",
+        "core/platform.py",
+        "core/retry.py",
+        "producer/local_cluster.py",
+    }
+    offenders = [
+        f"{path.relative_to(src)}:{number}: {line.strip()}"
+        for path in src.rglob("*.py")
+        if str(path.relative_to(src)) not in allowed
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if reads.search(line)
+    ]
+    assert offenders == []

@@ -27,7 +27,12 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.errors import ServiceError
 from hpoq.workers.celery_app import create_app
-from tests.factories import make_experiment, unpublished_job_experiment, write_experiment
+from tests.factories import (
+    benchmark_job,
+    make_experiment,
+    unpublished_job_experiment,
+    write_experiment,
+)
 from tests.integration.cluster import Worker, cluster_env, wait_for
 from tests.integration.probes import (
     State,
@@ -184,6 +189,52 @@ def test_a_malformed_payload_is_rejected_logged_and_never_executed(
         client = make_client(cluster.runtime().mlflow_uri())
         assert client.get_experiment_by_name("bad-payload-hpo") is None
     assert not [k for k in cluster.redis.scan_iter("hpoq:*:budget:*") if "victim" in k]
+
+
+def _forged_benchmark(tmp_path: Path, **changes: Any) -> dict[str, Any]:
+    """A benchmark job as a producer builds it, then forged."""
+    experiment = make_experiment(tmp_path, name="forged", backbones=("victim",), n_trials=1)
+    job = benchmark_job(
+        experiment,
+        backbone="victim",
+        study_name="hpo_victim",
+        variant=1,
+        job_id=f"bench-{uuid.uuid4().hex}",
+    )
+    return job.to_payload() | changes
+
+
+FORGED_BENCHMARKS: list[tuple[str, dict[str, Any]]] = [
+    ("run-id-traversal", {"run_id": "../../../../tmp"}),
+    ("trial-id-traversal", {"trial_id": "../../etc"}),
+    ("key-traversal", {"benchmark_key": "../../victim:hpo_victim:x:y:z:w"}),
+]
+
+
+@pytest.mark.parametrize(
+    "change", [f[1] for f in FORGED_BENCHMARKS], ids=[f[0] for f in FORGED_BENCHMARKS]
+)
+def test_a_forged_benchmark_job_is_refused_and_never_recorded_as_a_failure(
+    cluster: Cluster, tmp_path: Path, change: dict[str, Any]
+) -> None:
+    payload = _forged_benchmark(tmp_path, **change)
+    task_id = payload["job_id"]
+    create_app(cluster.url).send_task(TASK_RUN_BENCHMARK, args=[payload], task_id=task_id)
+    result = wait_for(
+        lambda: task_result(cluster.redis, task_id), 60, "the task result", [cluster.worker]
+    )
+    assert result["status"] == "SUCCESS" and result["result"]["status"] == "rejected"
+    assert f"rejected job {task_id}: " in cluster.worker.log()
+    # Not a failed benchmark that `retry-failed` would keep on trying: nothing recorded.
+    failed = [
+        key
+        for hash_key in cluster.redis.scan_iter("hpoq:*:failed-benchmarks")
+        for key in cluster.redis.hkeys(hash_key)
+    ]
+    assert payload["benchmark_key"] not in failed
+    if (cluster.output / "mlflow.db").exists():
+        client = make_client(cluster.runtime().mlflow_uri())
+        assert client.get_experiment_by_name("forged-benchmark") is None
 
 
 # --- passwords never shown -------------------------------------------------------------

@@ -19,6 +19,7 @@ from hpoq.config.hpo import BUILTIN_OBJECTIVE
 from hpoq.producer.cli import app
 from hpoq.producer.output import EXIT_BAD_INPUT
 from tests.factories import write_experiment
+from tests.producer.json_errors import error_document
 
 Edit = Callable[[Path], None]
 LAUGHS = "".join(
@@ -193,7 +194,7 @@ CASES = [
             lambda t: LAUGHS + t.replace("choices:\n    - 8\n    - 16", "choices: *l8"),
         ),
         "hpo.yaml",
-        "choices",
+        "aliases expand",
     ),
     ("yaml-oversize", _text("hpo.yaml", lambda t: t + "#" * (1 << 20)), "hpo.yaml", "larger than"),
     (
@@ -229,7 +230,8 @@ def test_submit_refuses_a_bad_config_with_exit_2_and_leaves_nothing(
     edit(tmp_path)
     result = CliRunner().invoke(app, ["submit", str(path), "--json"])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert result.stdout == ""  # no JSON document for a refused submission
+    error = error_document(result.stdout, EXIT_BAD_INPUT)  # the failure, as one JSON document
+    assert file in error["message"] and field in error["message"]
     assert "error:" in result.stderr and file in result.stderr and field in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr) < 5000
     assert not hpoq_env.exists()  # no output directory, so no study, no MLflow store

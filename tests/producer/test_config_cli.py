@@ -16,6 +16,7 @@ from hpoq import __version__
 from hpoq.errors import ConfigError, HpoqError, ServiceError, UnsafeNameError
 from hpoq.producer.cli import app
 from hpoq.producer.output import EXIT_BAD_INPUT, EXIT_FAILURE, exit_codes
+from tests.producer.json_errors import error_document
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "config" / "experiment" / "smoke.yaml"
@@ -113,7 +114,10 @@ def test_invalid_field_exits_2_naming_file_and_field(tree: Path, as_json: bool) 
     args = ["config", "validate", str(tree / "experiment" / "smoke.yaml")]
     result = runner.invoke(app, args + (["--json"] if as_json else []))
     assert result.exit_code == EXIT_BAD_INPUT == 2
-    assert result.stdout == ""
+    if as_json:
+        assert "n_trials" in error_document(result.stdout, 2, "config")["message"]
+    else:
+        assert result.stdout == ""
     assert str(hpo.resolve()) in result.stderr
     assert "n_trials" in result.stderr
     assert "greater than or equal to 1" in result.stderr
@@ -136,7 +140,7 @@ def test_invalid_configs_name_the_field(tree: Path, old: str, new: str, field: s
         app, ["config", "validate", str(tree / "experiment" / "smoke.yaml"), "--json"]
     )
     assert result.exit_code == 2
-    assert result.stdout == ""
+    assert f"{field}:" in error_document(result.stdout, 2, "config")["message"]
     assert f"{field}:" in result.stderr
     assert "smoke.yaml" in result.stderr
 
@@ -145,7 +149,7 @@ def test_missing_file_exits_2(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     result = runner.invoke(app, ["config", "validate", str(missing), "--json"])
     assert result.exit_code == 2
-    assert result.stdout == ""
+    assert "file not found" in error_document(result.stdout, 2, "config")["message"]
     assert "file not found" in result.stderr
     assert "nope.yaml" in result.stderr
 
@@ -156,7 +160,7 @@ def test_yaml_syntax_error_exits_2(tree: Path) -> None:
         app, ["config", "validate", str(tree / "experiment" / "smoke.yaml"), "--json"]
     )
     assert result.exit_code == 2
-    assert result.stdout == ""
+    assert "invalid YAML" in error_document(result.stdout, 2, "config")["message"]
     assert "benchmark.yaml: invalid YAML" in result.stderr
 
 
@@ -278,7 +282,7 @@ def test_console_script_reports_bad_input(tree: Path) -> None:
         timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stdout == ""
+    assert "n_trials" in error_document(proc.stdout, 2, "config")["message"]
     assert "n_trials" in proc.stderr
     assert "Traceback" not in proc.stderr
 

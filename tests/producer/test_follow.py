@@ -6,7 +6,8 @@ from __future__ import annotations
 import redis
 
 from hpoq.errors import JobFailed
-from hpoq.producer.follow import failures, wait_for_jobs
+from hpoq.producer.commands.benchmark_cmd import failed_benchmarks
+from hpoq.producer.follow import wait_for_jobs
 from hpoq.workers.celery_app import create_app
 
 
@@ -19,4 +20,10 @@ def test_failed_jobs_are_reported_with_their_error_text(
     results = wait_for_jobs(celery, ["job-ok", "job-bad"], label="benchmarks", timeout_s=30)
     assert results["job-ok"] == {"status": "measured", "benchmark_key": "k1"}
     assert results["job-bad"] == {"status": "failed", "error": "benchmark of k2 failed: OOM"}
-    assert failures(results) == {"job-bad": "benchmark of k2 failed: OOM"}
+    enqueued = [
+        {"job_id": "job-ok", "key": "k1", "backbone": "b"},
+        {"job_id": "job-bad", "key": "k2", "backbone": "b"},
+    ]
+    assert failed_benchmarks(enqueued, results) == [
+        {"key": "k2", "backbone": "b", "error": "benchmark of k2 failed: OOM"}
+    ]

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
+import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -18,6 +22,8 @@ from hpoq.core.runtime import Runtime
 from hpoq.core.studies import BACKBONE_ATTR
 from hpoq.core.trial_record import TrialRecord
 from hpoq.producer.cli import app
+from tests.integration.probes import hpoq
+from tests.producer.json_errors import error_document
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +148,7 @@ def test_invalid_config_exits_2(experiment_file: Path) -> None:
     experiment_file.write_text("name: Not A Safe Name\n", encoding="utf-8")
     result = CliRunner().invoke(app, ["retrieve", str(experiment_file), "--json"])
     assert result.exit_code == 2
-    assert result.stdout == ""
+    assert "not a safe name" in error_document(result.stdout, 2, "config")["message"]
 
 
 def test_bad_scope_exits_2_naming_the_option(experiment_file: Path) -> None:
@@ -155,3 +161,38 @@ def test_unknown_backbone_exits_2(experiment_file: Path) -> None:
     result = CliRunner().invoke(app, ["retrieve", str(experiment_file), "--backbone", "nope"])
     assert result.exit_code == 2
     assert "unknown backbone 'nope'" in result.stderr
+
+
+# --- a tracking server that is down: answer within 15 s, from Optuna and disk ---------------
+
+
+def _retrieve_seconds(experiment: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    started = time.monotonic()
+    proc = hpoq(env, "retrieve", str(experiment), "--json", timeout_s=300)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return elapsed, json.loads(proc.stdout)
+
+
+def test_a_dead_tracking_server_costs_retrieve_at_most_15_s(
+    experiment_file: Path, tmp_path: Path
+) -> None:
+    """MLflow's own default (7 retries, 120 s per request) took over 4 minutes here."""
+    seed_alpha(experiment_file, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP")}
+    baseline, answered = _retrieve_seconds(experiment_file, env)  # the SQLite store: up
+    assert [b["source"] for b in answered["best"]] == ["mlflow"]
+    for server in ("refuses", "never-answers"):
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            port = listener.getsockname()[1]
+            if server == "refuses":
+                listener.close()
+            else:
+                listener.listen(16)  # the kernel accepts connections; nobody answers
+            dead = env | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+            elapsed, fallback = _retrieve_seconds(experiment_file, dead)
+        assert [(b["backbone"], b["source"]) for b in fallback["best"]] == [("alpha", "optuna")]
+        assert any("MLflow unreachable" in w for w in fallback["warnings"])
+        # Measured side by side with the same command against a store that answers.
+        assert elapsed - baseline < 15.0, (server, elapsed, baseline)

@@ -131,3 +131,18 @@ def test_cheap_workloads_do_not_import_torch() -> None:
         "sorted(m for m in sys.modules if m.startswith(('torch', 'transformers')))"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_pinned_parameter_scores_like_a_single_choice() -> None:
+    """low == high pins a value; it sits at the peak instead of dividing by zero."""
+    space = HpoConfig.model_validate(
+        {
+            "backbones": [{"name": "tiny", "architecture": {}}],
+            "n_trials": 1,
+            "search_space": {
+                "epochs": {"type": "int", "low": 3, "high": 3},
+                "lr": {"type": "float", "low": 1e-3, "high": 1e-3, "log": True},
+            },
+        }
+    ).search_space
+    assert cheap.score({"epochs": 3, "lr": 1e-3}, space) == 1.0

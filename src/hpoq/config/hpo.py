@@ -120,8 +120,8 @@ class CategoricalParam(StrictModel):
 def _check_range(low: float, high: float, log: bool) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("'low' and 'high' must be finite numbers")
-    if not low < high:
-        raise ValueError(f"'low' ({low}) must be below 'high' ({high})")
+    if low > high:  # low == high pins the value (Optuna samples it every time)
+        raise ValueError(f"'low' ({low}) must not be above 'high' ({high})")
     if log and low <= 0:
         raise ValueError("'low' must be positive on a log scale")
 

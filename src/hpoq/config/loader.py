@@ -19,16 +19,22 @@ from hpoq.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 MAX_CONFIG_BYTES = 1 << 20  # config files are small; refuse anything that is not
+# Values once YAML aliases are expanded: far above any config, far below an alias bomb.
+MAX_YAML_VALUES = 100_000
+MAX_ERRORS_SHOWN = 8
+REFERENCED_FILES = ("hpo", "data", "benchmark", "selection", "tags")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
     """Parse a YAML mapping, raising ConfigError that names the file on any problem."""
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     if path.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, not a config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = _safe_load(path, path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -43,9 +49,58 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _safe_load(path: Path, text: str) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_YAML_VALUES (an
+    alias bomb builds gigabytes from a few lines) before anything is built from them."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            values = _expanded_size(node, {}, set())
+        except RecursionError:
+            raise ConfigError(f"{path}: YAML nested too deeply, not a config file") from None
+        if values > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"{path}: YAML aliases expand to more than {MAX_YAML_VALUES} values "
+                "(an alias bomb?); not a config file"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values `node` becomes once every alias is copied out (shared nodes counted
+    once per use, computed once each)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        raise ConfigError(f"line {node.start_mark.line + 1}: a YAML alias refers to itself")
+    open_nodes.add(key)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, sizes, open_nodes) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        for name, value in node.value:
+            size += _expanded_size(name, sizes, open_nodes)
+            size += _expanded_size(value, sizes, open_nodes)
+    open_nodes.discard(key)
+    sizes[key] = size
+    return min(size, MAX_YAML_VALUES + 1)
+
+
 def format_validation_error(path: Path | str, exc: ValidationError) -> str:
     lines = [f"{path}: invalid config"]
-    for error in exc.errors():
+    errors = exc.errors()
+    if len(errors) > MAX_ERRORS_SHOWN:
+        lines_left = len(errors) - MAX_ERRORS_SHOWN
+        errors = errors[:MAX_ERRORS_SHOWN]
+    else:
+        lines_left = 0
+    for error in errors:
         location = ".".join(str(part) for part in error["loc"]) or "(top level)"
         message = error["msg"]
         if error["type"] == "extra_forbidden":
@@ -53,6 +108,8 @@ def format_validation_error(path: Path | str, exc: ValidationError) -> str:
         elif error["type"] == "missing":
             message = "required field is missing"
         lines.append(f"  {location}: {message}")
+    if lines_left:
+        lines.append(f"  ... and {lines_left} more")
     return "\n".join(lines)
 
 
@@ -71,6 +128,32 @@ def _resolve(base: Path, relative: str, field: str, source: Path) -> Path:
     return (base / relative).resolve()
 
 
+def experiment_files(path: str | Path) -> dict[str, Path]:
+    """The experiment file and the files it names, resolved: {"experiment": ..., "hpo":
+    ..., "data": ..., "benchmark": ..., "selection": ..., "tags": ... (when set)}."""
+    source = Path(path).resolve()
+    spec = load_model(source, ExperimentFile)
+    return {"experiment": source} | _referenced_files(source, spec)
+
+
+def _referenced_files(source: Path, spec: ExperimentFile) -> dict[str, Path]:
+    files: dict[str, Path] = {}
+    for field in REFERENCED_FILES:
+        relative = getattr(spec, field)
+        if relative is None:
+            continue
+        resolved = _resolve(source.parent, relative, field, source)
+        if resolved == source:
+            raise ConfigError(
+                f"{source}: {field}: names this experiment file itself (an experiment "
+                f"includes itself); name the {field} config file instead"
+            )
+        if resolved.is_dir():
+            raise ConfigError(f"{source}: {field}: {resolved} is a directory, expected a YAML file")
+        files[field] = resolved
+    return files
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Load an experiment file and every file it names. Raises ConfigError.
 
@@ -79,19 +162,15 @@ def load_experiment(path: str | Path) -> Experiment:
     `model:` directory against the HPO file."""
     source = Path(path).resolve()
     spec = load_model(source, ExperimentFile)
-    base = source.parent
-    hpo_file = _resolve(base, spec.hpo, "hpo", source)
-    data_file = _resolve(base, spec.data, "data", source)
-    hpo = _resolve_models(load_model(hpo_file, HpoConfig), hpo_file.parent)
-    data = load_model(data_file, DataConfig)
-    data = data.model_copy(update={"local_path": str(_local(data_file.parent, data.local_path))})
-    benchmark = load_model(_resolve(base, spec.benchmark, "benchmark", source), BenchmarkConfig)
-    selection = load_model(_resolve(base, spec.selection, "selection", source), SelectionConfig)
-    tags = (
-        load_model(_resolve(base, spec.tags, "tags", source), TagsRegistry)
-        if spec.tags
-        else TagsRegistry()
+    files = _referenced_files(source, spec)
+    hpo = _resolve_models(load_model(files["hpo"], HpoConfig), files["hpo"].parent)
+    data = load_model(files["data"], DataConfig)
+    data = data.model_copy(
+        update={"local_path": str(_local(files["data"].parent, data.local_path))}
     )
+    benchmark = load_model(files["benchmark"], BenchmarkConfig)
+    selection = load_model(files["selection"], SelectionConfig)
+    tags = load_model(files["tags"], TagsRegistry) if "tags" in files else TagsRegistry()
     # The Optuna study ranks trials by the HPO objective; selecting by anything else would
     # make the three retrieval sources disagree by construction.
     for field in ("metric", "direction"):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
 from hpoq.core.fingerprints import (
     CACHE_NAME_LENGTH,
+    FINGERPRINT_LENGTH,
     benchmark_fingerprint,
     data_fingerprint,
     sha256_hex,
@@ -13,6 +17,35 @@ from hpoq.core.fingerprints import (
 from hpoq.errors import InputError
 
 NO_RUN_ID = "none"
+KEY_FIELDS = ("backbone", "variant", "run_id", "trial_id", "data_fp", "bench_fp")
+_FINGERPRINT = re.compile(f"[0-9a-f]{{{FINGERPRINT_LENGTH}}}")
+
+
+@dataclass(frozen=True)
+class BenchmarkKeyParts:
+    """A key taken apart; `run_id` is None for a trial that had no MLflow run."""
+
+    backbone: str
+    variant: str
+    run_id: str | None
+    trial_id: str
+    data_fp: str
+    bench_fp: str
+
+
+def parse_benchmark_key(key: str) -> BenchmarkKeyParts:
+    """The six fields of a key; InputError when it does not have that shape."""
+    parts = key.split(":")
+    if len(parts) != len(KEY_FIELDS) or not all(parts):
+        raise InputError(
+            f"benchmark_key: {key[:200]!r} is not {':'.join('{' + f + '}' for f in KEY_FIELDS)}"
+        )
+    backbone, variant, run, trial_id, data_fp, bench_fp = parts
+    for field, value in (("data_fp", data_fp), ("bench_fp", bench_fp)):
+        if not _FINGERPRINT.fullmatch(value):
+            raise InputError(f"benchmark_key: {field} {value[:80]!r} is not a fingerprint")
+    run_id = None if run == NO_RUN_ID else run
+    return BenchmarkKeyParts(backbone, variant, run_id, trial_id, data_fp, bench_fp)
 
 
 def build_benchmark_key(

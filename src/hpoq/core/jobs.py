@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hpoq.config.base import SafeName
 from hpoq.config.experiment import Experiment
+from hpoq.core.benchmark_key import build_benchmark_key, parse_benchmark_key
 from hpoq.core.job_inputs import host_paths
+from hpoq.core.variants import base_study_name, parse_variant
 from hpoq.errors import HpoqError, InputError
 
 QUEUE_HPO = "hpo"
@@ -25,6 +27,8 @@ TASK_RUN_TRIAL = "hpoq.run_trial"
 TASK_RUN_BENCHMARK = "hpoq.run_benchmark"
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+# MLflow run ids and trial ids (fingerprints) become paths, tags and filter values.
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 
 
 class JobBase(BaseModel):
@@ -95,6 +99,11 @@ class BenchmarkJob(JobBase):
     `fence` is the key's fencing number taken when the job was enqueued; a result is only
     published while it is still the key's latest. `force` re-measures a key that already
     has a result (run mode force_new).
+
+    Every field is checked as a trial job's are: names are safe, `study_name` is variant
+    `variant` of the backbone's study, and `benchmark_key` parses and is the key that the
+    other fields and the experiment build; a job that fails any of this is refused before
+    it runs (never recorded as a failed benchmark).
     """
 
     kind: Literal["benchmark"] = "benchmark"
@@ -102,8 +111,29 @@ class BenchmarkJob(JobBase):
     study_name: SafeName
     variant: int = Field(ge=1)
     trial_number: int = Field(ge=0)
-    trial_id: str
-    run_id: str | None
+    trial_id: str = Field(pattern=RUN_ID_PATTERN)
+    run_id: str | None = Field(pattern=RUN_ID_PATTERN)
     benchmark_key: str = Field(min_length=1, max_length=1000)
     fence: int = Field(ge=1)
     force: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        try:
+            base = base_study_name(self.experiment.hpo.checkpoint.study_name, self.backbone)
+            parse_benchmark_key(self.benchmark_key)
+            expected = build_benchmark_key(
+                backbone=self.backbone,
+                variant=self.study_name,
+                run_id=self.run_id,
+                trial_id=self.trial_id,
+                data=self.experiment.data,
+                benchmark=self.experiment.benchmark,
+            )
+        except InputError as exc:  # pydantic reports ValueErrors with the field path
+            raise ValueError(str(exc)) from None
+        if parse_variant(base, self.study_name) != self.variant:
+            raise ValueError(f"study_name is not variant {self.variant} of {base!r}")
+        if self.benchmark_key != expected:
+            raise ValueError("benchmark_key is not the key of this trial under this experiment")
+        return self

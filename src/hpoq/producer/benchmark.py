@@ -6,6 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_benchmark_run_mode
@@ -54,7 +56,14 @@ def retry_failed(services: Services, experiment: Experiment | None = None) -> Di
     """Re-enqueue every key whose latest attempt failed and that has no success since."""
     failed_hash = services.keys.failed_benchmarks()
     stored: dict[str, Any] = services.redis.hgetall(failed_hash)  # type: ignore[assignment]
-    jobs = [BenchmarkJob.model_validate_json(raw) for raw in stored.values()]
+    jobs = []
+    for key, raw in stored.items():
+        try:
+            jobs.append(BenchmarkJob.model_validate_json(raw))
+        except ValidationError as exc:
+            # Recorded before jobs were checked this strictly: it can never run again.
+            log.warning("dropping failed benchmark %r: not a valid job (%s)", key, exc)
+            services.redis.hdel(failed_hash, key)
     if experiment is not None:
         suffix = key_suffix(experiment)
         jobs = [

@@ -49,5 +49,32 @@ def root(
     """hpoq: run hyperparameter searches and benchmark the winners."""
 
 
+def usage_error_class() -> type[Exception]:
+    """click's ClickException as typer ships it (typer vendors click), found through the
+    public `typer.BadParameter` (tests/producer/test_json_errors.py fails if it moves)."""
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == "ClickException":
+            return cls
+    raise RuntimeError("typer.BadParameter no longer derives from click's ClickException")
+
+
 def main() -> None:
-    app()
+    """The console script. Usage errors (an unknown option, a missing argument) exit 2 as
+    click has them; under --json they also print the error document on stdout."""
+    import sys
+
+    from typer import rich_utils
+
+    from hpoq.producer.output import error_document, wants_json, write_json
+
+    try:
+        code = app(standalone_mode=False)
+    except usage_error_class() as exc:
+        rich_utils.rich_format_error(exc)  # type: ignore[arg-type]
+        exit_code = int(getattr(exc, "exit_code", 2))
+        if wants_json(sys.argv[1:]):
+            format_message = getattr(exc, "format_message", None)
+            message = str(format_message() if callable(format_message) else exc)
+            write_json(error_document("usage", message, exit_code))
+        sys.exit(exit_code)
+    sys.exit(code if isinstance(code, int) else 0)

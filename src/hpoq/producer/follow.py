@@ -55,11 +55,3 @@ def wait_for_jobs(
                 time.sleep(poll_s)
     return results
 
-
-def failures(results: dict[str, Any]) -> dict[str, str]:
-    """Job id -> error text, for the jobs in `wait_for_jobs`'s results that failed."""
-    return {
-        job_id: str(result.get("error"))
-        for job_id, result in results.items()
-        if isinstance(result, dict) and result.get("status") == "failed"
-    }

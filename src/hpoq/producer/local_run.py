@@ -1,8 +1,13 @@
 """`hpoq run`: the whole system on one machine, from an experiment file to its results.
 
-Brings up what is missing (embedded Redis, SQLite MLflow, local workers), submits the
-sweep, follows it, makes sure every best trial is benchmarked, and tears down what it
-started. In the default mode a second run finds everything done and starts no worker.
+Checks its inputs, brings up what is missing (embedded Redis, SQLite MLflow, local
+workers), submits the sweep, follows it, makes sure every best trial is benchmarked, and
+tears down what it started, on success, failure or a stop signal alike (see
+producer/signals.py: a second signal shortens the wait, never the clean-up). In the
+default mode a second run finds everything done and starts no worker.
+
+The report says what did not come out: a backbone without a completed trial, a benchmark
+that was not measured, each with the first error a worker recorded for it.
 """
 
 from __future__ import annotations
@@ -11,27 +16,33 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_dispatch import measured_keys
-from hpoq.core.benchmark_index import read_cache, select_candidates
+from hpoq.core.benchmark_index import Candidate, read_cache, select_candidates
+from hpoq.core.failures import benchmark_error, first_trial_error
 from hpoq.core.fingerprints import study_key_hash
+from hpoq.core.input_checks import check_inputs
 from hpoq.core.optuna_setup import count_finished
 from hpoq.core.retrieval import retrieve_best_trials
 from hpoq.core.runtime import Runtime
 from hpoq.core.variants import VariantRef
 from hpoq.errors import HpoqError
 from hpoq.producer.benchmark import benchmark_experiment
-from hpoq.producer.local_cluster import LocalWorkers, default_worker_count
+from hpoq.producer.local_cluster import STOP_GRACE_S, LocalWorkers, default_worker_count
 from hpoq.producer.services import Services, open_services
+from hpoq.producer.signals import StopSignals
 from hpoq.producer.submit import SubmitResult, Submitter
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
 Progress = Callable[[str, int, int], None]  # (label, done, total)
+Announce = Callable[[str], None]
+NO_ERROR_RECORDED = "no error was recorded in MLflow"
 
 
 @dataclass
@@ -44,10 +55,17 @@ class RunReport:
     trials_enqueued: int = 0
     benchmarks_enqueued: int = 0
     warnings: list[str] = field(default_factory=list)
+    # What did not come out, each with the first recorded worker error and the worker logs.
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    logs: str | None = None
 
     @property
     def new_work(self) -> bool:
         return bool(self.trials_enqueued or self.benchmarks_enqueued)
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failures
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -60,6 +78,8 @@ class RunReport:
             "trials_enqueued": self.trials_enqueued,
             "benchmarks_enqueued": self.benchmarks_enqueued,
             "warnings": self.warnings,
+            "failures": self.failures,
+            "logs": self.logs,
         }
 
 
@@ -80,26 +100,36 @@ def run_experiment(
     mode_override: str | RunMode | None = None,
     progress: Progress | None = None,
     timeout_s: float | None = None,
+    signals: StopSignals | None = None,
+    announce: Announce | None = None,
 ) -> RunReport:
-    from hpoq.core.datasets import ensure_dataset
+    """Run the experiment to its results. `signals` (owned by the caller) make a stop
+    signal clean up like an error does; `announce` prints what the clean-up waits for."""
     from hpoq.core.tracking import make_client
 
-    services = open_services(runtime, start_embedded=True)
-    pool = LocalWorkers(
-        workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
-    )
+    # Before anything is written: bad data or a bad model directory stops the run here.
+    check_inputs(experiment, runtime.layout, prepare=True)
+    services: Services | None = None
+    pool: LocalWorkers | None = None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        ensure_dataset(experiment.data, experiment.data_dir())  # once, before any worker
+        hold = signals.deferred() if signals is not None else nullcontext()
+        with hold:  # a server started is a server recorded for the clean-up
+            services = open_services(runtime, start_embedded=True, owned=True)
+        pool = LocalWorkers(
+            workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
+        )
         client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
         plan = Submitter(
             experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
         ).submit(mode_override=mode_override)
-        report = RunReport(experiment.name, plan)
+        report = RunReport(experiment.name, plan, logs=str(pool.log_dir))
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):
-            pool.start()
-            _wait_for_trials(experiment, runtime, services, plan, pool, progress, deadline)
+            _start(pool, signals)
+            report.warnings += _wait_for_trials(
+                experiment, runtime, services, plan, pool, progress, deadline, client
+            )
         dispatched, _, warnings = benchmark_experiment(
             experiment, services, mode_override=mode_override
         )
@@ -108,18 +138,53 @@ def run_experiment(
         candidates, _, _ = select_candidates(experiment, runtime, client=client)
         keys = [c.key for c in candidates]
         if dispatched.enqueued or dispatched.skipped_in_flight:
-            pool.start()
+            _start(pool, signals)
             _wait_for_benchmarks(experiment, services, keys, pool, progress, deadline, client)
         retrieval = retrieve_best_trials(experiment, runtime, client=client)
         report.best_trials = [t.model_dump(mode="json") for t in retrieval.best]
         report.missing = retrieval.missing
         report.benchmarks = [_benchmark_row(runtime, c.to_json()) for c in candidates]
+        report.failures = _failures(experiment, client, plan, retrieval.missing, candidates, report)
         return report
     finally:
-        pool.stop()
-        services.close()
+        if services is not None:
+            _shut_down(services, pool, signals, announce)
+
+
+def _start(pool: LocalWorkers, signals: StopSignals | None) -> None:
+    hold: AbstractContextManager[None] = signals.deferred() if signals else nullcontext()
+    with hold:  # every worker started is recorded before a signal is acted on
+        pool.start()
+
+
+def _shut_down(
+    services: Services,
+    pool: LocalWorkers | None,
+    signals: StopSignals | None,
+    announce: Announce | None,
+) -> None:
+    """Stop the workers, then the embedded Redis; a signal from here on only hurries."""
+    hurry = signals.begin_cleanup() if signals is not None else None
+    running = pool.alive() if pool is not None else 0
+    if announce is not None and signals is not None and signals.received:
+        what = []
+        if running:
+            what.append(
+                f"{running} worker(s) to finish the job in hand (up to {STOP_GRACE_S:.0f} s)"
+            )
         if services.embedded is not None:
-            services.embedded.stop()
+            what.append("the embedded Redis to stop")
+        waiting = "; waiting for " + " and ".join(what) if what else ""
+        announce(f"stopping{waiting}; send the signal again (Ctrl-C) to stop at once")
+    try:
+        if pool is not None:
+            pool.stop(hurry=hurry)
+    finally:
+        try:
+            services.close()
+        finally:
+            if services.embedded is not None:
+                services.embedded.stop(hurry=hurry)
 
 
 def _variant_finished(experiment: Experiment, runtime: Runtime, result: SubmitResult) -> int:
@@ -148,12 +213,16 @@ def _wait_for_trials(
     pool: LocalWorkers,
     progress: Progress | None,
     deadline: float | None,
-) -> None:
+    client: Any,
+) -> list[str]:
+    """Follow the trials until each variant is complete or has nothing left to run;
+    returns a warning for each variant that stopped short."""
     from hpoq.core.coordination.budget import TrialBudget
 
     n = experiment.hpo.n_trials
     budget = TrialBudget(services.redis, services.keys)
     waiting = list(plan)
+    warnings = []
     while waiting:
         for result in list(waiting):
             done = _variant_finished(experiment, runtime, result)
@@ -167,12 +236,65 @@ def _wait_for_trials(
             if done >= n:
                 waiting.remove(result)
             elif status.pending == 0 and status.running == 0:
-                # Nothing queued or running and still short: trials failed or were given up.
-                log.warning("%s stopped at %d of %d trials", label, done, n)
+                # Nothing queued or running and still short: trials failed or were given up
+                # (none finished at all: the report's failures say so, with the error).
+                if done:
+                    error = first_trial_error(
+                        client, experiment, result.backbone, result.study_name
+                    )
+                    warnings.append(
+                        f"{label} stopped at {done} of {n} trials; first error: "
+                        f"{error or NO_ERROR_RECORDED}"
+                    )
                 waiting.remove(result)
         if waiting:
             _check(pool, deadline)
             time.sleep(POLL_S)
+    return warnings
+
+
+def _failures(
+    experiment: Experiment,
+    client: Any,
+    plan: list[SubmitResult],
+    missing: list[str],
+    candidates: list[Candidate],
+    report: RunReport,
+) -> list[dict[str, Any]]:
+    """A backbone of the plan without a completed trial; a best trial not measured."""
+    failures: list[dict[str, Any]] = []
+    for result in plan:
+        if result.backbone in missing:
+            error = first_trial_error(client, experiment, result.backbone, result.study_name)
+            failures.append(
+                {
+                    "what": "trials",
+                    "backbone": result.backbone,
+                    "study_name": result.study_name,
+                    "message": f"{result.backbone}: no completed trial in {result.study_name}",
+                    "error": error or NO_ERROR_RECORDED,
+                    "logs": report.logs,
+                }
+            )
+    measured = {row["key"] for row in report.benchmarks if row.get("status") == "measured"}
+    for candidate in candidates:
+        if candidate.key not in measured:
+            error = benchmark_error(client, experiment, candidate.key)
+            failures.append(
+                {
+                    "what": "benchmark",
+                    "backbone": candidate.backbone,
+                    "study_name": candidate.study_name,
+                    "key": candidate.key,
+                    "message": (
+                        f"{candidate.backbone}: benchmark of trial {candidate.trial_number} "
+                        f"of {candidate.study_name} not measured"
+                    ),
+                    "error": error or NO_ERROR_RECORDED,
+                    "logs": report.logs,
+                }
+            )
+    return failures
 
 
 def _wait_for_benchmarks(

@@ -24,7 +24,7 @@ class Services:
     redis: redis.Redis
     keys: RedisKeys
     celery: Celery
-    embedded: EmbeddedRedis | None
+    embedded: EmbeddedRedis | None  # the embedded server this command must stop at its end
 
     def mlflow(self) -> MlflowClient:
         from hpoq.core.tracking import make_client
@@ -36,15 +36,26 @@ class Services:
         self.celery.close()
 
 
-def open_services(runtime: Runtime, *, start_embedded: bool = True) -> Services:
-    """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender."""
+def open_services(
+    runtime: Runtime, *, start_embedded: bool = True, owned: bool = False
+) -> Services:
+    """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender.
+
+    `owned`: the caller stops the embedded server when it ends (`hpoq run`; see
+    core/coordination/local_redis.py). The runtime's settings are already parsed, so a
+    bad environment value has stopped the command before anything starts."""
     quiet_libraries()
     from hpoq.workers.celery_app import create_app
     from hpoq.workers.context import redis_keys
 
-    url, embedded = resolve_redis_url(runtime, start=start_embedded)
-    client = connect(url)
-    return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)
+    url, embedded = resolve_redis_url(runtime, start=start_embedded, owned=owned)
+    try:
+        client = connect(url)
+        return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)
+    except BaseException:
+        if embedded is not None:
+            embedded.stop()
+        raise
 
 
 def quiet_libraries() -> None:

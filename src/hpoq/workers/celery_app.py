@@ -23,21 +23,21 @@ name. Workers load `hpoq.workers.tasks` through `include`.
 
 from __future__ import annotations
 
-import os
 import ssl
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
+from hpoq.config.settings import load_settings
 from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
 
-DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
 PROC_ALIVE_TIMEOUT_S = 60.0
 
 
 def visibility_timeout_s() -> int:
-    return int(os.environ.get("HPOQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S))
+    """HPOQ_VISIBILITY_TIMEOUT (default 12 h), parsed in config/settings.py."""
+    return load_settings().visibility_timeout
 
 
 def restore_interval_s(visibility_timeout: int) -> int:

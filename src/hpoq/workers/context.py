@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
+from hpoq.config.settings import load_settings
 from hpoq.core.coordination.budget import TrialBudget
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.keys import RedisKeys, namespace_for
@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-# A claim lapses this long after its last heartbeat; heartbeats come 3 times per lease.
-DEFAULT_LEASE_S = 60.0
 # Distinct checkpoint configs a worker keeps open studies for (one per experiment, usually).
 MAX_CACHED_STORES = 8
 
 
 def lease_seconds() -> float:
-    return float(os.environ.get("HPOQ_LEASE_SECONDS", DEFAULT_LEASE_S))
+    """HPOQ_LEASE_SECONDS (default 60): a claim lapses this long after its last
+    heartbeat; heartbeats come 3 times per lease."""
+    return load_settings().lease_seconds
 
 
 def storage_identity(runtime: Runtime) -> str:

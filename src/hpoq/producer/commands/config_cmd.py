@@ -18,12 +18,17 @@ def validate(
     path: Annotated[Path, typer.Argument(help="Experiment YAML file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Validate an experiment and every file it names; print the resolved experiment."""
+    """Validate an experiment, every file it names, its data splits and local model
+    directories; print the resolved experiment and paths. Writes nothing."""
     from hpoq.config.loader import load_experiment
+    from hpoq.core.input_checks import check_inputs
+    from hpoq.core.runtime import Runtime
 
-    with exit_codes():
+    with exit_codes(as_json):
         experiment = load_experiment(path)
-    resolved = experiment.to_json()
+        runtime = Runtime.from_settings()
+        inputs = check_inputs(experiment, runtime.layout, prepare=False)
+    resolved = experiment.to_json() | {"inputs": inputs.to_json()}
 
     def render() -> None:
         # Values come from files and the command line: print them as text, never as markup.
@@ -36,6 +41,14 @@ def validate(
             f"  data: {experiment.data.name} v{experiment.data.version}",
             f"  mlflow: {experiment.hpo_experiment_name}, {experiment.benchmark_experiment_name}",
         ):
+            stdout.print(line, markup=False, highlight=False)
+        lines = [f"  {name} file: {file}" for name, file in inputs.files.items()]
+        lines.append(f"  data directory: {inputs.data_dir}")
+        for split in inputs.splits:
+            count = "" if split.sentences is None else f", {split.sentences} sentences"
+            lines.append(f"    {split.split}: {split.path} ({split.how}{count})")
+        lines += [f"  model {m.backbone}: {m.path}" for m in inputs.models]
+        for line in lines:
             stdout.print(line, markup=False, highlight=False)
 
     emit(as_json, resolved, render)

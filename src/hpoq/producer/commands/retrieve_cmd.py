@@ -39,11 +39,13 @@ def retrieve(
     """Find the best trial of each backbone: MLflow first, then Optuna, then disk."""
     from hpoq.config.loader import load_experiment
     from hpoq.core.retrieval import retrieve_best_trials
+    from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
 
-    with exit_codes():
+    with exit_codes(as_json):
         experiment = load_experiment(path)
         runtime = Runtime.from_settings()
+        use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)  # MLflow down: fall back fast
         with _warnings_not_logged():
             result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
     metric = experiment.selection.objective.metric

@@ -1,4 +1,11 @@
-"""`hpoq run EXPERIMENT.yaml`: everything on one machine, with embedded defaults."""
+"""`hpoq run EXPERIMENT.yaml`: everything on one machine, with embedded defaults.
+
+Exit 0 when every backbone has a completed trial and every best trial is measured; 1
+when not, after printing the results and, for each failure, the first error a worker
+recorded and where the worker logs are; 2 for bad input (nothing started); 128 + N when
+stopped by signal N (SIGINT, SIGTERM, SIGHUP), once the workers and the embedded Redis
+are stopped.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
-from hpoq.producer.output import emit, exit_codes, stderr, stdout
+from hpoq.producer.output import emit, exit_codes, fail, fail_each, stderr, stdout
 
 
 def run_command(
@@ -25,33 +33,49 @@ def run_command(
 
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.producer.local_run import run_experiment
+    from hpoq.producer.signals import Interrupted, StopSignals
 
-    with exit_codes():
+    with exit_codes(as_json):
         experiment = load_experiment(experiment_path)
         if run_mode is not None:
             parse_run_mode(run_mode, field="--run-mode")
+        runtime = Runtime.from_settings()
+        use_mlflow_http_policy(MlflowHttpPolicy.WORKER)  # the workers inherit it
         bars: dict[str, Any] = {}
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with Progress(*columns, console=stderr, transient=False) as progress:
+        with (
+            StopSignals() as signals,
+            Progress(*columns, console=stderr, transient=False) as progress,
+        ):
 
             def show(label: str, done: int, total: int) -> None:
                 if label not in bars:
                     bars[label] = progress.add_task(label, total=total)
                 progress.update(bars[label], completed=done, total=total)
 
+            def announce(message: str) -> None:
+                stderr.print(f"[yellow]{escape(message)}[/]", highlight=False)
+
             try:
                 report = run_experiment(
                     experiment,
-                    Runtime.from_settings(),
+                    runtime,
                     workers=workers,
                     mode_override=run_mode,
                     progress=show,
+                    signals=signals,
+                    announce=announce,
                 )
-            except KeyboardInterrupt:
-                stderr.print("interrupted: workers stopped; the next run resumes")
-                raise typer.Exit(130) from None
+            except Interrupted as exc:
+                fail(
+                    f"{exc}: what it started is stopped; the next run resumes",
+                    exc.exit_code,
+                    kind="interrupted",
+                    as_json=as_json,
+                )
 
     def render() -> None:
         from rich.table import Table
@@ -100,7 +124,20 @@ def run_command(
                 )
         stdout.print(bench)
 
-    emit(as_json, report.to_json(), render)
+    if report.succeeded:
+        emit(as_json, report.to_json(), render)
+        return
+    if not as_json:
+        render()
+    messages = [_describe(failure) for failure in report.failures]
+    fail_each(messages, as_json=as_json, document=report.to_json())
+
+
+def _describe(failure: dict[str, Any]) -> str:
+    return (
+        f"{failure['message']}; first worker error: {failure['error']} "
+        f"(worker logs: {failure['logs']})"
+    )
 
 
 def _num(value: float | None) -> str:

@@ -19,13 +19,16 @@ def status(
 ) -> None:
     """Queue depths, live workers and their jobs, benchmarks in flight, trial counts, failures."""
     from hpoq.config.loader import load_experiment
+    from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.producer.services import open_services
     from hpoq.producer.status import cluster_status
 
-    with exit_codes():
+    with exit_codes(as_json):
         experiment = load_experiment(experiment_path) if experiment_path else None
-        services = open_services(Runtime.from_settings(), start_embedded=False)
+        runtime = Runtime.from_settings()
+        use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)
+        services = open_services(runtime, start_embedded=False)
         try:
             report = cluster_status(services, experiment)
         finally:

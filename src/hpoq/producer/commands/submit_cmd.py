@@ -30,18 +30,24 @@ def submit(
     """Submit HPO variants: allocate variants, create studies, enqueue trial jobs."""
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
+    from hpoq.core.input_checks import check_inputs
     from hpoq.core.job_inputs import prepare_inputs
+    from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.producer.services import open_services
     from hpoq.producer.submit import Submitter, select_backbones
 
-    with exit_codes():
+    with exit_codes(as_json):
         experiment = load_experiment(experiment_path)
         if run_mode is not None:
             parse_run_mode(run_mode, field="--run-mode")
         select_backbones(experiment, backbone)
+        runtime = Runtime.from_settings()
+        # Every split read and every model directory checked before anything is written.
+        check_inputs(experiment, runtime.layout, prepare=True)
         inputs = prepare_inputs(experiment)  # every data file and model directory hashed
-        services = open_services(Runtime.from_settings())
+        use_mlflow_http_policy(MlflowHttpPolicy.WORKER)
+        services = open_services(runtime)
         try:
             submitter = Submitter(
                 experiment,

@@ -14,13 +14,14 @@ from pathlib import Path
 
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
+from hpoq.config.settings import load_settings
 from hpoq.errors import HpoqError
 from hpoq.workers.bench.result import BenchmarkEntry, BenchmarkResult
 from hpoq.workers.bench.stats import summarise
-from hpoq.workers.objectives.cheap import CHEAP_CHECKPOINT_FILE, env_seconds
+from hpoq.workers.objectives.cheap import CHEAP_CHECKPOINT_FILE
 from hpoq.workers.training.checkpoints import open_checkpoint_for_reading
 
-SLEEP_ENV = "HPOQ_CHEAP_BENCH_SLEEP"
+SLEEP_ENV = "HPOQ_CHEAP_BENCH_SLEEP"  # Settings.cheap_bench_sleep
 TOKENS_PER_SENTENCE = 14  # about what the synthetic sentences hold with [CLS] and [SEP]
 
 
@@ -33,7 +34,7 @@ def run_inference_benchmark(
 ) -> BenchmarkResult:
     """Same signature and result type as the real runner; no model, no data files read."""
     trial_number = _read_checkpoint(checkpoint_dir)
-    pause = env_seconds(SLEEP_ENV)
+    pause = load_settings().cheap_bench_sleep
     if pause:
         time.sleep(pause)
     entries: list[BenchmarkEntry] = []

@@ -10,7 +10,6 @@ leaves a small JSON checkpoint that the cheap benchmark runner reads.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,14 +22,14 @@ from hpoq.config.hpo import (
     LogParam,
     SearchParam,
 )
+from hpoq.config.settings import load_settings
 from hpoq.core.objective import TrialContext, suggest_params
 from hpoq.core.trial_record import write_json_atomic
-from hpoq.errors import InputError
 
 if TYPE_CHECKING:
     import optuna
 
-SLEEP_ENV = "HPOQ_CHEAP_OBJECTIVE_SLEEP"
+SLEEP_ENV = "HPOQ_CHEAP_OBJECTIVE_SLEEP"  # Settings.cheap_objective_sleep
 CHEAP_CHECKPOINT_FILE = "cheap_checkpoint.json"
 STEPS = 3
 PEAK = 0.3  # where in each parameter's range the optimum lies
@@ -43,7 +42,7 @@ def objective(
 
     params = suggest_params(trial, context.hpo.search_space)
     final = score(params, context.hpo.search_space)
-    pause = env_seconds(SLEEP_ENV)
+    pause = load_settings().cheap_objective_sleep
     for step in range(1, STEPS + 1):
         if pause:
             time.sleep(pause)
@@ -73,9 +72,11 @@ def _position(value: Any, spec: SearchParam) -> float:
             return PEAK
         return spec.choices.index(value) / (len(spec.choices) - 1)
     low, high, x = float(spec.low), float(spec.high), float(value)
+    if low == high:  # a pinned value sits at the peak, like a single choice
+        return PEAK
     if isinstance(spec, LogParam) or spec.log:
         low, high, x = math.log(low), math.log(high), math.log(x)
-    return (x - low) / (high - low)  # the schema guarantees low < high
+    return (x - low) / (high - low)
 
 
 def _save_checkpoint(
@@ -109,15 +110,3 @@ def _save_checkpoint(
         write,
         save_only_best=context.hpo.checkpoint.save_only_best,
     )
-
-
-def env_seconds(name: str) -> float:
-    """A non-negative number of seconds from the environment; unset or empty means 0."""
-    raw = os.environ.get(name, "").strip() or "0"
-    try:
-        seconds = float(raw)
-    except ValueError:
-        raise InputError(f"{name}={raw!r} is not a number of seconds") from None
-    if seconds < 0 or not math.isfinite(seconds):
-        raise InputError(f"{name}={raw!r} must be a non-negative number of seconds")
-    return seconds

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hpoq.config.hpo import BackboneConfig, TinyArchitecture, looks_like_path
+from hpoq.config.hpo import BackboneConfig, TinyArchitecture
+from hpoq.core.model_source import local_model_dir
 from hpoq.errors import InputError
 from hpoq.workers.training.tokenizer import build_word_tokenizer
 
@@ -126,9 +127,9 @@ def _load_pretrained(
 ) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer
 
-    local = Path(model_ref).expanduser()
-    source = str(local) if local.exists() else model_ref
-    if not local.exists() and looks_like_path(model_ref):
+    local = local_model_dir(model_ref)
+    source = str(local) if local is not None else model_ref
+    if local is not None and not local.exists():
         raise InputError(f"backbone {name!r}: model directory {source!r} does not exist")
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True, **label_maps)
