@@ -54,4 +54,3 @@ def wait_for_jobs(
                     raise HpoqError(f"{len(pending)} of {len(job_ids)} jobs still unfinished")
                 time.sleep(poll_s)
     return results
-
