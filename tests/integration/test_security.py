@@ -223,7 +223,7 @@ def test_a_forged_benchmark_job_is_refused_and_never_recorded_as_a_failure(
     result = wait_for(
         lambda: task_result(cluster.redis, task_id), 60, "the task result", [cluster.worker]
     )
-    assert result["status"] == "SUCCESS" and result["result"]["status"] == "rejected"
+    assert result["status"] == "FAILURE" and result["result"]["exc_type"] == "JobRejected"
     assert f"rejected job {task_id}: " in cluster.worker.log()
     # Not a failed benchmark that `retry-failed` would keep on trying: nothing recorded.
     failed = [
