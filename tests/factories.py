@@ -135,6 +135,7 @@ def user_experiment(root: Path) -> Experiment:
     model_dir = root / "models" / "tiny"
     model_dir.mkdir(parents=True)
     (model_dir / "config.json").write_text('{"model_type": "bert"}')
+    (model_dir / "tokenizer_config.json").write_text('{"model_max_length": 64}')
     (model_dir / "model.safetensors").write_bytes(b"\x00" * 4096)
     return load_experiment(path)
 

@@ -3,6 +3,7 @@ model directory it cannot read with exit 2, naming it, before anything is writte
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_a_file_that_cannot_be_published_fails_the_submit_with_exit_2_and_leaves
     named = breakage(tmp_path / "project")
     result = CliRunner().invoke(app, ["submit", str(experiment.source), "--json"])
     assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert result.stdout == ""
+    assert json.loads(result.stdout)["error"]["exit_code"] == EXIT_BAD_INPUT
     assert "error:" in result.stderr and named in result.stderr
     assert "Traceback" not in result.stderr
     assert not hpoq_env.exists()  # no study, no MLflow store, no run, no cache

@@ -16,6 +16,11 @@ A synthetic dataset that does not exist yet is the product's own data: `validate
 says it will be generated (checking its spec, writing nothing); `submit` and `run`
 generate it (`prepare=True`) and then check it like any other.
 
+With `prepare=True` the checks end by hashing what the jobs will carry
+(`hpoq.core.job_inputs.prepare_inputs`): a file that can be read for checking but not
+for publishing (a broken link in a model directory) fails here too, before anything is
+remembered, and the caller publishes `report.prepared` without hashing anything again.
+
 Everything here is a function of (DataConfig, data directory) and the backbones, so it
 holds wherever the data comes from.
 """
@@ -35,6 +40,7 @@ from hpoq.config.hpo import HpoConfig
 from hpoq.core.datasets.readers import SPLITS, SplitName, read_split, split_file, split_path
 from hpoq.core.datasets.synthetic import ensure_dataset, needs_generation
 from hpoq.core.fingerprints import canonical_json
+from hpoq.core.job_inputs import PreparedInputs, prepare_inputs
 from hpoq.core.model_source import check_model_dir, local_model_dir
 from hpoq.core.paths import OutputLayout
 from hpoq.errors import HpoqError, InputError
@@ -79,6 +85,7 @@ class InputReport:
     data_dir: Path
     splits: list[SplitCheck] = field(default_factory=list)
     models: list[ModelCheck] = field(default_factory=list)
+    prepared: PreparedInputs | None = None  # with prepare=True: the hashed inputs to publish
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -115,6 +122,8 @@ def check_inputs(
         verdicts=verdicts,
     )
     report.models = check_models(experiment.hpo, files.get("hpo", source))
+    if prepare:
+        report.prepared = prepare_inputs(experiment)
     if prepare and cache is not None:  # everything passed: remember the splits read
         for key, (path, sentences) in verdicts.items():
             _remember(cache, key, path, sentences)

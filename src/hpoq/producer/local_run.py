@@ -108,7 +108,7 @@ def run_experiment(
     from hpoq.core.tracking import make_client
 
     # Before anything is written: bad data or a bad model directory stops the run here.
-    check_inputs(experiment, runtime.layout, prepare=True)
+    inputs = check_inputs(experiment, runtime.layout, prepare=True).prepared
     services: Services | None = None
     pool: LocalWorkers | None = None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -122,7 +122,7 @@ def run_experiment(
         client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
         plan = Submitter(
             experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
-        ).submit(mode_override=mode_override)
+        ).submit(mode_override=mode_override, inputs=inputs)
         report = RunReport(experiment.name, plan, logs=str(pool.log_dir))
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):

@@ -31,7 +31,6 @@ def submit(
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
     from hpoq.core.input_checks import check_inputs
-    from hpoq.core.job_inputs import prepare_inputs
     from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.producer.services import open_services
@@ -43,9 +42,8 @@ def submit(
             parse_run_mode(run_mode, field="--run-mode")
         select_backbones(experiment, backbone)
         runtime = Runtime.from_settings()
-        # Every split read and every model directory checked before anything is written.
-        check_inputs(experiment, runtime.layout, prepare=True)
-        inputs = prepare_inputs(experiment)  # every data file and model directory hashed
+        # Every split read, every model directory checked and hashed, before any write.
+        inputs = check_inputs(experiment, runtime.layout, prepare=True).prepared
         use_mlflow_http_policy(MlflowHttpPolicy.WORKER)
         services = open_services(runtime)
         try:
