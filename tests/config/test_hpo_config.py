@@ -542,3 +542,13 @@ def test_warm_start_is_off_unless_asked_for() -> None:
     assert config.warm_start == "previous_best"
     error = fails_at(hpo_dict(warm_start="best"), ("warm_start",))
     assert "'none' or 'previous_best'" in str(error)
+
+
+# --- length grouping ---------------------------------------------------------------------
+
+
+def test_length_grouping_is_a_trainer_switch() -> None:
+    assert HpoConfig.model_validate(hpo_dict()).trainer.length_grouping is True
+    off = HpoConfig.model_validate(hpo_dict(trainer={"length_grouping": False}))
+    assert off.trainer.length_grouping is False
+    fails_at(hpo_dict(trainer={"length_grouping": "sometimes"}), ("trainer", "length_grouping"))

@@ -207,6 +207,11 @@ class TrainerConfig(StrictModel):
     precision: Precision = Precision.FP32
     max_seq_length: int = Field(128, ge=8, le=8192)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    length_grouping: bool = Field(
+        True,
+        description="Batch sentences of similar length together (training: random batches "
+        "of similar length, evaluation: length-sorted), each padded to its longest sentence.",
+    )
 
 
 class HpoConfig(StrictModel):
