@@ -42,3 +42,15 @@ def freeze_loaded_objects() -> bool:
     gc.freeze()
     _modules_when_frozen["count"] = len(sys.modules)
     return True
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An allocation that did not fit: torch's OutOfMemoryError (CUDA, or a process over its
+    memory share), a RuntimeError saying so (CPU allocator, older torch), or MemoryError.
+    Never imports torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()

@@ -182,10 +182,12 @@ def _open_run(job: BenchmarkJob, ctx: WorkerContext, tags: dict[str, str]) -> st
 
 
 def result_metrics(result: Any) -> dict[str, float]:
-    """Flat MLflow metrics, one group per (precision, batch size)."""
+    """Flat MLflow metrics, one group per (precision, padding, batch size): sorted batches
+    as `{precision}_bs{N}_...`, fixed-length ones labelled `{precision}_bs{N}_fixed_...`."""
     metrics: dict[str, float] = {}
     for entry in result.entries:
-        prefix = f"{entry.precision.value}_bs{entry.batch_size}"
+        label = "_fixed" if entry.padding.value == "fixed" else ""
+        prefix = f"{entry.precision.value}_bs{entry.batch_size}{label}"
         if entry.status != "ok" or entry.latency_ms is None:
             metrics[f"{prefix}_oom"] = 1.0
             continue
