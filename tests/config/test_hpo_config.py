@@ -544,7 +544,15 @@ def test_warm_start_is_off_unless_asked_for() -> None:
     assert "'none' or 'previous_best'" in str(error)
 
 
-# --- length grouping ---------------------------------------------------------------------
+# --- devices shared by trial slots ------------------------------------------------------
+
+
+def test_out_of_memory_fails_the_trial_unless_a_retry_alone_is_asked_for() -> None:
+    assert HpoConfig.model_validate(hpo_dict()).out_of_memory == "fail"
+    config = HpoConfig.model_validate(hpo_dict(out_of_memory="retry_alone"))
+    assert config.out_of_memory == "retry_alone"
+    error = fails_at(hpo_dict(out_of_memory="retry"), ("out_of_memory",))
+    assert "'fail' or 'retry_alone'" in str(error)
 
 
 def test_length_grouping_is_a_trainer_switch() -> None:

@@ -30,7 +30,13 @@ def cluster_env(output: Path, redis_url: str, **extra: str) -> dict[str, str]:
 class Worker:
     """One `hpoq worker` process group; its log goes to a file for post-mortems."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, queues: str = "hpo,benchmark") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        queues: str = "hpo,benchmark",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
@@ -43,6 +49,7 @@ class Worker:
                 queues,
                 "--loglevel",
                 "INFO",
+                *extra_args,
             ],
             env=env,
             stdout=self._log,

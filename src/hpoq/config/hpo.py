@@ -232,6 +232,12 @@ class HpoConfig(StrictModel):
         description="previous_best: a new variant's first trial re-runs the best parameters "
         "of the latest complete variant.",
     )
+    out_of_memory: Literal["fail", "retry_alone"] = Field(
+        "fail",
+        description="retry_alone: a trial that runs out of accelerator memory on a worker "
+        "whose slots share the device runs once more with the device to itself (the same "
+        "trial and parameters, after the trials running beside it end); fail: it fails.",
+    )
 
     @field_validator("backbones")
     @classmethod

@@ -31,6 +31,14 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: SecretStr | None = Field(
         None, validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "HPOQ_MLFLOW_TRACKING_URI")
     )
+    # Trial processes of this worker that share its device (`hpoq worker --slots K` sets it
+    # for the worker it starts): each caps its GPU memory to its share.
+    worker_slots: int = Field(1, ge=1, le=64)
+    # CUDA's own variable (`hpoq worker --gpu N` sets it): with the host name, it names the
+    # device whose turns a worker takes (unset: every GPU the host shows; empty: no GPU).
+    cuda_visible_devices: str | None = Field(
+        None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES")
+    )
 
     def output_root(self) -> Path:
         return self.output_dir.expanduser().resolve()

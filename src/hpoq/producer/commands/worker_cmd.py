@@ -55,8 +55,20 @@ def worker(
             help="Send task events from the start (Flower turns them on by itself).",
         ),
     ] = False,
+    slots: Annotated[
+        int,
+        typer.Option(
+            "--slots",
+            min=1,
+            max=64,
+            help="Trial processes sharing the device, each capped to its share of GPU memory.",
+        ),
+    ] = 1,
 ) -> None:
-    """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch."""
+    """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch.
+
+    With --slots K the worker runs K jobs at once on its device (K pool processes); a
+    benchmark still has the device to itself."""
     from hpoq.core.coordination.local_redis import resolve_redis_url
     from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
     from hpoq.core.runtime import Runtime
@@ -67,9 +79,11 @@ def worker(
         unknown = sorted(set(wanted) - {QUEUE_HPO, QUEUE_BENCHMARK})
         if not wanted or unknown:
             raise InputError(f"--queues: unknown queue(s) {unknown or queues!r}; use hpo,benchmark")
+        if slots > 1 and concurrency not in (1, slots):
+            raise InputError("--slots sets the worker's concurrency; leave --concurrency out")
         url, _ = resolve_redis_url(Runtime.from_settings(), start=False)
-    env = dict(os.environ, HPOQ_REDIS_URL=url)
+    env = dict(os.environ, HPOQ_REDIS_URL=url, HPOQ_WORKER_SLOTS=str(slots))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel, task_events)
+    argv = worker_argv(gpu, ",".join(wanted), max(concurrency, slots), loglevel, task_events)
     os.execve(argv[0], argv, env)
