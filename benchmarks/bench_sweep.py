@@ -212,7 +212,7 @@ def one_sweep(
     control = create_app(redis_url)
     try:
         with processes(
-            [(hpoq_worker_argv(queues="hpo", slot=i), env) for i in range(workers)], root / "logs"
+            [(hpoq_worker_argv(queues="hpo", index=i), env) for i in range(workers)], root / "logs"
         ) as procs:
             start = time.monotonic()
             wait_ready(control, workers, procs, deadline)

@@ -255,10 +255,10 @@ def _killpg(pgid: int, sig: int) -> None:
 
 
 def hpoq_worker_argv(
-    queues: str = "hpo,benchmark", loglevel: str = "WARNING", slot: int = 0
+    queues: str = "hpo,benchmark", loglevel: str = "WARNING", index: int = 0
 ) -> list[str]:
     """`hpoq worker` exactly as `hpoq run` and the integration tests start it; workers on
-    one host need distinct slots."""
+    one host need distinct indexes."""
     return [
         sys.executable,
         "-m",
@@ -268,8 +268,8 @@ def hpoq_worker_argv(
         queues,
         "--loglevel",
         loglevel,
-        "--slot",
-        str(slot),
+        "--index",
+        str(index),
     ]
 
 

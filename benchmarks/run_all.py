@@ -38,6 +38,7 @@ SCRIPTS = {
     "idempotency": "bench_idempotency.py",
     "retrieval": "bench_retrieval.py",
     "search_quality": "bench_search_quality.py",
+    "length_grouping": "bench_length_grouping.py",
 }
 GRACE_S = 60
 

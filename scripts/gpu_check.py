@@ -212,7 +212,8 @@ def run_precision(
         "bench_wall_s": round(bench_wall, 3),
         "bench_memory_kind": result.memory_kind,
         "bench_gpu": sampler.summary(f"bench_{precision}"),
-        "bench": {str(e.batch_size): _entry(e) for e in result.entries},
+        # Keyed "<batch size>" for sorted batches, "<batch size>-fixed" for fixed-length ones.
+        "bench": {_bench_key(e): _entry(e) for e in result.entries},
     }
 
 
@@ -250,6 +251,10 @@ def print_human(report: dict[str, Any]) -> None:
         log(f"GPU during benchmark: {f['bench_gpu'] or 'no nvidia-smi samples'}")
     if "comparison" in report:
         log(f"\nbf16 vs fp32 (fp32 time / bf16 time): {report['comparison']}")
+
+
+def _bench_key(entry: BenchmarkEntry) -> str:
+    return str(entry.batch_size) + ("-fixed" if entry.padding.value == "fixed" else "")
 
 
 def _entry(entry: BenchmarkEntry) -> dict[str, Any]:

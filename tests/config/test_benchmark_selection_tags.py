@@ -36,6 +36,8 @@ def test_benchmark_defaults() -> None:
     assert cfg.precisions == [Precision.FP32]
     assert cfg.benchmark_strategy is BenchmarkStrategy.BEST_PER_VARIANT
     assert cfg.benchmark_all_variants is True
+    # Both shapes are measured, each entry labelled: real sentences and the fixed length.
+    assert [p.value for p in cfg.padding] == ["sorted", "fixed"]
 
 
 def test_shipped_benchmark_config_loads() -> None:
@@ -71,6 +73,9 @@ def test_benchmark_accepts_every_mode_and_both_precisions() -> None:
         pytest.param({"max_seq_length": 10_000}, ("max_seq_length",), id="seq-huge"),
         pytest.param({"precisions": []}, ("precisions",), id="precisions-empty"),
         pytest.param({"precisions": ["fp16"]}, ("precisions", 0), id="precision-enum"),
+        pytest.param({"padding": []}, ("padding",), id="padding-empty"),
+        pytest.param({"padding": ["longest"]}, ("padding", 0), id="padding-enum"),
+        pytest.param({"padding": ["fixed", "fixed"]}, ("padding",), id="padding-duplicate"),
         pytest.param({"benchmark_strategy": "all"}, ("benchmark_strategy",), id="strategy-enum"),
         pytest.param(
             {"benchmark_all_variants": "maybe"}, ("benchmark_all_variants",), id="all-variants-type"
@@ -86,7 +91,14 @@ def test_invalid_benchmark_configs(data: dict[str, Any], loc: tuple[Any, ...]) -
 
 def test_benchmark_fingerprint_payload_is_the_measurement_fields() -> None:
     assert set(BenchmarkConfig().fingerprint_payload()) == MEASUREMENT_FIELDS
-    expected = {"batch_sizes", "warmup_iterations", "iterations", "max_seq_length", "precisions"}
+    expected = {
+        "batch_sizes",
+        "warmup_iterations",
+        "iterations",
+        "max_seq_length",
+        "precisions",
+        "padding",
+    }
     assert expected == MEASUREMENT_FIELDS
     assert BenchmarkConfig().fingerprint_payload()["precisions"] == ["fp32"]
 

@@ -565,3 +565,21 @@ def test_warm_start_is_off_unless_asked_for() -> None:
     assert config.warm_start == "previous_best"
     error = fails_at(hpo_dict(warm_start="best"), ("warm_start",))
     assert "'none' or 'previous_best'" in str(error)
+
+
+# --- devices shared by trial slots ------------------------------------------------------
+
+
+def test_out_of_memory_fails_the_trial_unless_a_retry_alone_is_asked_for() -> None:
+    assert HpoConfig.model_validate(hpo_dict()).out_of_memory == "fail"
+    config = HpoConfig.model_validate(hpo_dict(out_of_memory="retry_alone"))
+    assert config.out_of_memory == "retry_alone"
+    error = fails_at(hpo_dict(out_of_memory="retry"), ("out_of_memory",))
+    assert "'fail' or 'retry_alone'" in str(error)
+
+
+def test_length_grouping_is_a_trainer_switch() -> None:
+    assert HpoConfig.model_validate(hpo_dict()).trainer.length_grouping is True
+    off = HpoConfig.model_validate(hpo_dict(trainer={"length_grouping": False}))
+    assert off.trainer.length_grouping is False
+    fails_at(hpo_dict(trainer={"length_grouping": "sometimes"}), ("trainer", "length_grouping"))

@@ -179,6 +179,8 @@ def test_fingerprints_stable_across_processes(hash_seed: str) -> None:
         ("max_seq_length", 256),
         ("precisions", ["bf16"]),
         ("precisions", ["fp32", "bf16"]),
+        ("padding", ["sorted"]),
+        ("padding", ["fixed", "sorted"]),
     ],
 )
 def test_every_measured_field_changes_bench_fp(field: str, value: object) -> None:

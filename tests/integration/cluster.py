@@ -84,7 +84,7 @@ def workers(
 ) -> Iterator[list[Worker]]:
     """`count` workers on this host, numbered as `hpoq run` numbers them (`--slot`)."""
     started = [
-        Worker(env, tmp / f"worker{i}.log", queues, "--slot", str(i), *extra) for i in range(count)
+        Worker(env, tmp / f"worker{i}.log", queues, "--index", str(i), *extra) for i in range(count)
     ]
     try:
         yield started

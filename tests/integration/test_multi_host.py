@@ -203,9 +203,9 @@ def test_a_sweep_across_hosts_sharing_no_filesystem(
 
     trainer_root, trainer_env = host(tmp_path, "trainer", base)
     bencher_root, bencher_env = host(tmp_path, "bencher", base)
-    trainer = Worker(trainer_env, tmp_path / "trainer.log", "hpo", "--slot", "0", cwd=trainer_root)
+    trainer = Worker(trainer_env, tmp_path / "trainer.log", "hpo", "--index", "0", cwd=trainer_root)
     bencher = Worker(
-        bencher_env, tmp_path / "bencher.log", "benchmark", "--slot", "1", cwd=bencher_root
+        bencher_env, tmp_path / "bencher.log", "benchmark", "--index", "1", cwd=bencher_root
     )
     client = MlflowClient(tracking_uri=server.uri)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 from typing import Any
@@ -49,11 +50,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DataConf
 def test_latency_percentiles_and_throughput(checkpoint: tuple[Path, DataConfig, Path]) -> None:
     path, data, data_dir = checkpoint
     result = run_inference_benchmark(path, data, data_dir, BENCH, device="cpu")
-    assert [(e.precision.value, e.batch_size) for e in result.entries] == [
-        ("fp32", 1),
-        ("fp32", 4),
-        ("bf16", 1),
-        ("bf16", 4),
+    assert [(e.precision.value, e.padding.value, e.batch_size) for e in result.entries] == [
+        ("fp32", "sorted", 1),
+        ("fp32", "sorted", 4),
+        ("fp32", "fixed", 1),
+        ("fp32", "fixed", 4),
+        ("bf16", "sorted", 1),
+        ("bf16", "sorted", 4),
+        ("bf16", "fixed", 1),
+        ("bf16", "fixed", 4),
     ]
     for entry in result.entries:
         assert entry.status == "ok"
@@ -77,6 +82,47 @@ def test_latency_percentiles_and_throughput(checkpoint: tuple[Path, DataConfig, 
     assert result.model_parameters is not None
     assert result.model_parameters > 0
     assert result.entry("bf16", 4).batch_size == 4
+    assert result.entry("bf16", 4, "fixed").padding.value == "fixed"
+
+
+def test_sorted_batches_are_padded_to_their_longest_and_fixed_ones_to_max_length(
+    checkpoint: tuple[Path, DataConfig, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What each padding mode times: real sentences of similar length (every length of the
+    split visited, not only the shortest), or every batch at the truncation length."""
+    path, data, data_dir = checkpoint
+    real_forward = measure._forward
+    shapes: list[tuple[int, int, int, int]] = []  # rows, width, shortest, longest sentence
+
+    def forward(model: Any, batch: dict[str, torch.Tensor], device: torch.device) -> None:
+        lengths = batch["attention_mask"].sum(dim=1)
+        rows, width = batch["input_ids"].shape
+        shapes.append((rows, width, int(lengths.min()), int(lengths.max())))
+        real_forward(model, batch, device)
+
+    monkeypatch.setattr(measure, "_forward", forward)
+    # 12 test sentences in batches of 4: 3 batches, cycled over 1 warm-up + 6 timed.
+    config = BenchmarkConfig.model_validate({**BENCH.model_dump(), "precisions": ["fp32"]})
+    result = run_inference_benchmark(path, data, data_dir, config, device="cpu")
+    per_entry = 1 + BENCH.iterations
+    sorted_4 = shapes[per_entry : 2 * per_entry]
+    fixed_4 = shapes[3 * per_entry :]
+    assert all(rows == 4 for rows, *_ in sorted_4 + fixed_4)
+    assert all(width == longest for _, width, _, longest in sorted_4)
+    assert all(width == result.max_seq_length for _, width, _, _ in fixed_4)
+    assert any(width < result.max_seq_length for _, width, _, _ in sorted_4)
+    # Sorted batches hold neighbours in length order and cover the whole range.
+    distinct = sorted({(shortest, longest) for _, _, shortest, longest in sorted_4})
+    assert len(distinct) == 3
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(distinct))
+    # Both count real tokens only (padding is not throughput).
+    fixed, tight = result.entry("fp32", 4, "fixed"), result.entry("fp32", 4, "sorted")
+    assert fixed.throughput_sentences_per_s and tight.throughput_sentences_per_s
+    assert fixed.throughput_tokens_per_s and tight.throughput_tokens_per_s
+    per_sentence = [
+        e.throughput_tokens_per_s / e.throughput_sentences_per_s for e in (fixed, tight)
+    ]
+    assert all(value < result.max_seq_length / 2 for value in per_sentence)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +147,12 @@ def test_an_oom_batch_size_is_recorded_and_the_others_still_run(
 
     monkeypatch.setattr(measure, "_forward", forward)
     config = BenchmarkConfig.model_validate(
-        {**BENCH.model_dump(), "batch_sizes": [1, 4, 2], "precisions": ["fp32"]}
+        {
+            **BENCH.model_dump(),
+            "batch_sizes": [1, 4, 2],
+            "precisions": ["fp32"],
+            "padding": ["sorted"],
+        }
     )
     result = run_inference_benchmark(path, data, data_dir, config, device="cpu")
     assert [e.status for e in result.entries] == ["ok", "oom", "ok"]

@@ -98,7 +98,14 @@ def test_cheap_benchmark_reads_the_cheap_checkpoint(tmp_path: Path) -> None:
     assert result == again
     assert result.runner == "cheap"
     assert result.config == BENCH.fingerprint_payload()
-    assert len(result.entries) == 4
+    # precision x padding x batch size, each labelled.
+    assert len(result.entries) == 8
+    assert {(e.precision.value, e.padding.value) for e in result.entries} == {
+        ("fp32", "sorted"),
+        ("fp32", "fixed"),
+        ("bf16", "sorted"),
+        ("bf16", "fixed"),
+    }
     for entry in result.entries:
         assert entry.latency_ms is not None
         assert entry.latency_ms.p50 <= entry.latency_ms.p95 <= entry.latency_ms.p99

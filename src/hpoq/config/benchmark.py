@@ -14,9 +14,23 @@ class BenchmarkStrategy(StrEnum):
     LATEST_ONLY = "latest_only"
 
 
+class BenchmarkPadding(StrEnum):
+    """How the timed batches are shaped.
+
+    - sorted: the test sentences in length order, cut into batches each padded to its
+      longest sentence (what a batch inference job that groups by length runs); the
+      batches are visited in a fixed random order, so a short run still sees every length.
+    - fixed: consecutive test sentences, every batch padded to `max_seq_length` (a
+      deployment with one static input shape; the former worst case).
+    """
+
+    SORTED = "sorted"
+    FIXED = "fixed"
+
+
 # The fields that change what a measurement means; only these enter bench_fp.
 MEASUREMENT_FIELDS = frozenset(
-    {"batch_sizes", "warmup_iterations", "iterations", "max_seq_length", "precisions"}
+    {"batch_sizes", "warmup_iterations", "iterations", "max_seq_length", "precisions", "padding"}
 )
 
 
@@ -27,6 +41,9 @@ class BenchmarkConfig(StrictModel):
     iterations: int = Field(20, ge=1, le=100_000)
     max_seq_length: int = Field(128, ge=8, le=8192)
     precisions: list[Precision] = Field([Precision.FP32], min_length=1)
+    padding: list[BenchmarkPadding] = Field(
+        [BenchmarkPadding.SORTED, BenchmarkPadding.FIXED], min_length=1, max_length=2
+    )
     benchmark_all_variants: bool = True
     benchmark_strategy: BenchmarkStrategy = BenchmarkStrategy.BEST_PER_VARIANT
     # `module:function` with run_inference_benchmark's signature; the cheap runner serves
@@ -43,6 +60,13 @@ class BenchmarkConfig(StrictModel):
             raise ValueError("batch sizes must be between 1 and 65536")
         if len(set(value)) != len(value):
             raise ValueError("batch sizes must be unique")
+        return value
+
+    @field_validator("padding")
+    @classmethod
+    def _unique_padding(cls, value: list[BenchmarkPadding]) -> list[BenchmarkPadding]:
+        if len(set(value)) != len(value):
+            raise ValueError("padding modes must be unique")
         return value
 
     def fingerprint_payload(self) -> dict[str, object]:

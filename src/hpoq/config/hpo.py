@@ -216,6 +216,11 @@ class TrainerConfig(StrictModel):
     precision: Precision = Precision.FP32
     max_seq_length: int = Field(128, ge=8, le=8192)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    length_grouping: bool = Field(
+        True,
+        description="Batch sentences of similar length together (training: random batches "
+        "of similar length, evaluation: length-sorted), each padded to its longest sentence.",
+    )
 
 
 class HpoConfig(StrictModel):
@@ -235,6 +240,12 @@ class HpoConfig(StrictModel):
         "none",
         description="previous_best: a new variant's first trial re-runs the best parameters "
         "of the latest complete variant.",
+    )
+    out_of_memory: Literal["fail", "retry_alone"] = Field(
+        "fail",
+        description="retry_alone: a trial that runs out of accelerator memory on a worker "
+        "whose slots share the device runs once more with the device to itself (the same "
+        "trial and parameters, after the trials running beside it end); fail: it fails.",
     )
 
     @field_validator("backbones")

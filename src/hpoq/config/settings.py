@@ -49,6 +49,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="ignore", frozen=True, env_ignore_empty=True
     )
+    # Trial processes of this worker that share its device (`hpoq worker --slots K` sets it
+    # for the worker it starts): each caps its GPU memory to its share.
+    worker_slots: int = Field(1, ge=1, le=64)
+    # CUDA's own variable (`hpoq worker --gpu N` sets it): with the host name, it names the
+    # device whose turns a worker takes (unset: every GPU the host shows; empty: no GPU).
+    cuda_visible_devices: str | None = Field(
+        None, validation_alias=AliasChoices("CUDA_VISIBLE_DEVICES")
+    )
 
     redis_url: SecretStr | None = Field(None, description="a redis:// or rediss:// URL")
     optuna_storage: SecretStr | None = Field(None, description="an Optuna storage URL")

@@ -64,7 +64,7 @@ class LocalWorkers:
             if gpus:
                 argv += ["--gpu", str(index % gpus)]
             if shared:
-                argv += ["--slot", str(index)]
+                argv += ["--index", str(index)]
             log = (self.log_dir / f"worker-{index}.log").open("ab")
             try:
                 self.processes.append(

@@ -337,6 +337,7 @@ def _benchmark_row(runtime: Runtime, candidate: dict[str, Any]) -> dict[str, Any
     row["entries"] = [
         {
             "precision": e["precision"],
+            "padding": e.get("padding"),
             "batch_size": e["batch_size"],
             "status": e["status"],
             "latency_p50_ms": (e.get("latency_ms") or {}).get("p50"),

@@ -5,7 +5,9 @@ Order, and why:
    holds it, the job is in flight elsewhere;
 2. re-check: a newer job for the key (higher fence) supersedes this one; a result that
    already exists ends it (unless forced, and then only a result of an older fence);
-3. measure under a heartbeat that keeps the lease alive;
+3. measure under a heartbeat that keeps the lease alive, with the device to itself (an
+   exclusive turn: the trials running on it end first, and none starts until the
+   measurement is done; see device_turns);
 4. publish only while the lease is still ours and our fence is the key's latest: one
    MLflow run (tag benchmark_key, the fence, the metrics), then the disk cache (atomic),
    then the run is set FINISHED. MLflow calls are retried on that one run, so a lost
@@ -25,6 +27,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+import redis
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
 from hpoq.core.benchmark_index import cache_path, read_cache
@@ -102,6 +106,8 @@ def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome
         with beat:
             try:
                 result = _measure(job, ctx)
+            except redis.RedisError:
+                raise  # the device's turns are out of reach: retried as a transient error
             except Exception as exc:
                 text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 log.error("benchmark of %s failed: %s", key, text)
@@ -152,12 +158,14 @@ def _measure(job: BenchmarkJob, ctx: WorkerContext) -> Any:
     """Fetch what this host lacks (the test data, the trial's checkpoint), then measure."""
     from hpoq.core.job_inputs import local_data
     from hpoq.workers.checkpoint_store import ensure_local_checkpoint
+    from hpoq.workers.device_turns import turn_owner
 
     runner = load_objective(job.experiment.benchmark.runner)
     store = ctx.content()
     data, data_dir = local_data(job.experiment, store)
     checkpoint = ensure_local_checkpoint(store, job.run_id, checkpoint_dir(job, ctx))
-    return runner(checkpoint, data, data_dir, job.experiment.benchmark)
+    with ctx.device_turns.exclusive(turn_owner(job.job_id), f"benchmark of {job.benchmark_key}"):
+        return runner(checkpoint, data, data_dir, job.experiment.benchmark)
 
 
 def _tags(job: BenchmarkJob, ctx: WorkerContext) -> dict[str, str]:
@@ -193,10 +201,12 @@ def _open_run(job: BenchmarkJob, ctx: WorkerContext, tags: dict[str, str]) -> st
 
 
 def result_metrics(result: Any) -> dict[str, float]:
-    """Flat MLflow metrics, one group per (precision, batch size)."""
+    """Flat MLflow metrics, one group per (precision, padding, batch size): sorted batches
+    as `{precision}_bs{N}_...`, fixed-length ones labelled `{precision}_bs{N}_fixed_...`."""
     metrics: dict[str, float] = {}
     for entry in result.entries:
-        prefix = f"{entry.precision.value}_bs{entry.batch_size}"
+        label = "_fixed" if entry.padding.value == "fixed" else ""
+        prefix = f"{entry.precision.value}_bs{entry.batch_size}{label}"
         if entry.status != "ok" or entry.latency_ms is None:
             metrics[f"{prefix}_oom"] = 1.0
             continue

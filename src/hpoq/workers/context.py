@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from hpoq.core.content_store import ContentStore
+    from hpoq.workers.device_turns import DeviceTurns
 
 T = TypeVar("T")
 
@@ -66,6 +67,20 @@ class WorkerContext:
         from hpoq.core.tracking import make_client
 
         return make_client(self.runtime.mlflow_uri())
+
+    @functools.cached_property
+    def device_turns(self) -> DeviceTurns:
+        """Turns on this worker's device: shared by trials, exclusive for benchmarks."""
+        from hpoq.core.coordination.device_lease import DeviceLease
+        from hpoq.workers.device_turns import DeviceTurns, device_id
+
+        lease = DeviceLease(self.redis, self.keys, device_id(self.runtime.settings))
+        return DeviceTurns(lease, lease_seconds())
+
+    @property
+    def slots(self) -> int:
+        """Trial processes of this worker that share its device (`hpoq worker --slots`)."""
+        return self.runtime.settings.worker_slots
 
     def study_store(self, checkpoint: object) -> StudyStore:
         from hpoq.config.hpo import CheckpointConfig

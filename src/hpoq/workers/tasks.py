@@ -54,6 +54,13 @@ def _fresh_child(**_: Any) -> None:
     import mlflow.tracking  # noqa: F401
     import optuna  # noqa: F401
 
+    from hpoq.config.settings import load_settings
+    from hpoq.workers.accelerator_memory import cap_process_memory
+
+    # K slots on one GPU: this process may allocate its share only (nothing without CUDA).
+    fraction = cap_process_memory(load_settings().worker_slots)
+    if fraction is not None:
+        log.info("GPU memory capped to %.0f%% for this slot", 100 * fraction)
     _in_pool_process["yes"] = True
     freeze_loaded_objects()
 

@@ -41,6 +41,7 @@ from hpoq.core.trial_record import TrialRecord, write_metrics_file
 from hpoq.core.variants import VariantRef
 from hpoq.workers.context import WorkerContext, lease_seconds
 from hpoq.workers.deliveries import max_deliveries, record_delivery, root_job_id
+from hpoq.workers.device_turns import run_sharing_device, turn_owner
 from hpoq.workers.reaper import Reaped, reap_stale_trials
 from hpoq.workers.trial_tracking import finish_trial_run, lost_trial_recorder, start_trial_run
 
@@ -281,6 +282,11 @@ def _run_objective(
         interval_s=lease_s / 3,
         name=job.job_id,
     )
+
+    def before_retry() -> None:  # the epochs of the attempt that ran out of memory go
+        metrics.points.clear()
+        metrics.log({"out_of_memory_retries": 1.0})
+
     with beat:
         try:
             # The data and a published model are fetched into this host's cache once; a
@@ -298,7 +304,17 @@ def _run_objective(
                 device=None,
                 metrics=metrics,
             )
-            value = float(objective(trial, backbone, data, context))
+            # A shared turn on the device; benchmarks and trials retried alone wait for it.
+            value = float(
+                run_sharing_device(
+                    ctx.device_turns,
+                    turn_owner(job.job_id),
+                    lambda: objective(trial, backbone, data, context),
+                    what=f"trial {trial.number} of {ref.study_name}",
+                    retry_alone=job.experiment.hpo.out_of_memory == "retry_alone" and ctx.slots > 1,
+                    before_retry=before_retry,
+                )
+            )
         except optuna.TrialPruned:
             return None, TrialState.PRUNED, None
         except Exception as exc:

@@ -70,3 +70,17 @@ class RedisKeys:
     # No TTL: a fencing number must only ever grow for its key.
     def benchmark_fence(self, key_hash: str) -> str:
         return self._k("bench-fence", key_hash)
+
+    # Turns on one device (device_hash = hash of host and visible GPUs; see device_lease.py):
+    # shared holders (ZSET owner -> expiry ms), the exclusive holder, and the exclusive
+    # request waiting for the shared holders to leave. TTL: one lease period, renewed by
+    # every write (heartbeats, a waiting request's polls), so a crashed holder frees the
+    # device one lease after its last renewal.
+    def device_shared(self, device_hash: str) -> str:
+        return self._k("device", device_hash, "shared")
+
+    def device_exclusive(self, device_hash: str) -> str:
+        return self._k("device", device_hash, "exclusive")
+
+    def device_exclusive_wanted(self, device_hash: str) -> str:
+        return self._k("device", device_hash, "wanted")

@@ -8,6 +8,7 @@ The same `synthetic` spec always yields the same files, byte for byte.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -110,6 +111,37 @@ def generate_split(spec: SyntheticSpec, split: SplitName) -> list[Sentence]:
     }[split]
     rng = random.Random(f"hpoq-synthetic-v{GENERATOR_VERSION}:{spec.seed}:{split}")
     return [_sentence(rng) for _ in range(count)]
+
+
+# Word counts like tweets (WNUT17: 3,394 training tweets, 18.5 words on average, a long
+# tail past 50): log-normal with median 16 and sigma 0.55 (mean about 18.6), 1 to 64 words.
+TWEET_MEDIAN_WORDS = 16.0
+TWEET_SIGMA = 0.55
+TWEET_MAX_WORDS = 64
+
+
+def tweet_length(rng: random.Random) -> int:
+    """A word count drawn like a tweet's."""
+    words = round(rng.lognormvariate(math.log(TWEET_MEDIAN_WORDS), TWEET_SIGMA))
+    return min(TWEET_MAX_WORDS, max(1, words))
+
+
+def tweet_like_sentences(seed: int | str, count: int) -> list[Sentence]:
+    """`count` sentences whose lengths follow `tweet_length`: template sentences (entities
+    included) strung together and cut at the drawn length, so a cut entity keeps a valid
+    BIO prefix. Deterministic for a seed; independent of GENERATOR_VERSION's files."""
+    rng = random.Random(f"hpoq-tweet-like:{seed}")
+    sentences: list[Sentence] = []
+    for _ in range(count):
+        length = tweet_length(rng)
+        tokens: list[str] = []
+        tags: list[str] = []
+        while len(tokens) < length:
+            piece = _sentence(rng)
+            tokens.extend(piece.tokens)
+            tags.extend(piece.tags)
+        sentences.append(Sentence(tuple(tokens[:length]), tuple(tags[:length])))
+    return sentences
 
 
 def _generate_into_place(data: DataConfig, spec: SyntheticSpec, data_dir: Path) -> None:

@@ -11,12 +11,12 @@ import typer
 from hpoq.producer.output import exit_codes
 
 
-def node_name(gpu: int | None, slot: int | None = None) -> str:
+def node_name(gpu: int | None, index: int | None = None) -> str:
     """The Celery node name: `hpoq-gpu<N>@<host>` (`hpoq-cpu@<host>` without a GPU), plus
-    `-<slot>` where several workers share a host and a device. Stable across restarts, so a
+    `-<index>` where several workers share a host and a device. Stable across restarts, so a
     restarted worker takes its own row in Flower and `hpoq status` back."""
     device = f"gpu{gpu}" if gpu is not None else "cpu"
-    suffix = f"-{slot}" if slot is not None else ""
+    suffix = f"-{index}" if index is not None else ""
     return f"hpoq-{device}{suffix}@%h"
 
 
@@ -26,7 +26,7 @@ def worker_argv(
     concurrency: int,
     loglevel: str,
     task_events: bool = False,
-    slot: int | None = None,
+    index: int | None = None,
 ) -> list[str]:
     """The celery command line, the worker named by `node_name`. Task events are off unless
     asked for: Flower switches them on by itself while it runs, a cluster that runs Flower
@@ -47,7 +47,7 @@ def worker_argv(
         "--prefetch-multiplier",
         "1",
         "--hostname",
-        node_name(gpu, slot),
+        node_name(gpu, index),
         "--loglevel",
         loglevel,
         "--without-mingle",
@@ -61,12 +61,12 @@ def worker(
         str, typer.Option("--queues", help="Comma-separated queues.")
     ] = "hpo,benchmark",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
-    slot: Annotated[
+    index: Annotated[
         int | None,
         typer.Option(
-            "--slot",
+            "--index",
             min=0,
-            help="Tells apart workers on one host and device: hpoq-gpu0-<slot>@host.",
+            help="Tells apart workers on one host and device: hpoq-gpu0-<index>@host.",
         ),
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
@@ -77,8 +77,20 @@ def worker(
             help="Send task events from the start (Flower turns them on by itself).",
         ),
     ] = False,
+    slots: Annotated[
+        int,
+        typer.Option(
+            "--slots",
+            min=1,
+            max=64,
+            help="Trial processes sharing the device, each capped to its share of GPU memory.",
+        ),
+    ] = 1,
 ) -> None:
-    """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch."""
+    """Start a worker on one GPU. CUDA_VISIBLE_DEVICES is set before anything loads torch.
+
+    With --slots K the worker runs K jobs at once on its device (K pool processes); a
+    benchmark still has the device to itself."""
     from hpoq.core.coordination.local_redis import resolve_redis_url
     from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
     from hpoq.core.runtime import Runtime
@@ -89,9 +101,11 @@ def worker(
         unknown = sorted(set(wanted) - {QUEUE_HPO, QUEUE_BENCHMARK})
         if not wanted or unknown:
             raise InputError(f"--queues: unknown queue(s) {unknown or queues!r}; use hpo,benchmark")
+        if slots > 1 and concurrency not in (1, slots):
+            raise InputError("--slots sets the worker's concurrency; leave --concurrency out")
         url, _ = resolve_redis_url(Runtime.from_settings(), start=False)
-    env = dict(os.environ, HPOQ_REDIS_URL=url)
+    env = dict(os.environ, HPOQ_REDIS_URL=url, HPOQ_WORKER_SLOTS=str(slots))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    argv = worker_argv(gpu, ",".join(wanted), concurrency, loglevel, task_events, slot)
+    argv = worker_argv(gpu, ",".join(wanted), max(concurrency, slots), loglevel, task_events, index)
     os.execve(argv[0], argv, env)

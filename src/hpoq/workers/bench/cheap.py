@@ -40,24 +40,30 @@ def run_inference_benchmark(
     entries: list[BenchmarkEntry] = []
     for precision in benchmark.precisions:
         speedup = 2.0 if precision.value == "bf16" else 1.0
-        for batch_size in benchmark.batch_sizes:
-            rng = random.Random(f"{trial_number}:{precision.value}:{batch_size}")
-            base = (0.8 + 0.05 * batch_size) / speedup
-            latencies = [base * (1.0 + 0.2 * rng.random()) for _ in range(benchmark.iterations)]
-            seconds = sum(latencies) / 1000.0
-            sentences = batch_size * benchmark.iterations
-            entries.append(
-                BenchmarkEntry(
-                    precision=precision,
-                    batch_size=batch_size,
-                    status="ok",
-                    iterations=benchmark.iterations,
-                    latency_ms=summarise(latencies),
-                    throughput_sentences_per_s=sentences / seconds,
-                    throughput_tokens_per_s=sentences * TOKENS_PER_SENTENCE / seconds,
-                    peak_memory_mb=None,
+        for padding in benchmark.padding:
+            # Fixed batches pay for max_seq_length positions per sentence, sorted ones for
+            # about what the sentences hold.
+            width = benchmark.max_seq_length if padding.value == "fixed" else TOKENS_PER_SENTENCE
+            for batch_size in benchmark.batch_sizes:
+                seed = f"{trial_number}:{precision.value}:{padding.value}:{batch_size}"
+                rng = random.Random(seed)
+                base = (0.8 + 0.05 * batch_size * width / TOKENS_PER_SENTENCE) / speedup
+                latencies = [base * (1.0 + 0.2 * rng.random()) for _ in range(benchmark.iterations)]
+                seconds = sum(latencies) / 1000.0
+                sentences = batch_size * benchmark.iterations
+                entries.append(
+                    BenchmarkEntry(
+                        precision=precision,
+                        padding=padding,
+                        batch_size=batch_size,
+                        status="ok",
+                        iterations=benchmark.iterations,
+                        latency_ms=summarise(latencies),
+                        throughput_sentences_per_s=sentences / seconds,
+                        throughput_tokens_per_s=sentences * TOKENS_PER_SENTENCE / seconds,
+                        peak_memory_mb=None,
+                    )
                 )
-            )
     return BenchmarkResult(
         runner="cheap",
         checkpoint=str(checkpoint_dir),

@@ -2,11 +2,16 @@
 
 Per timed batch the clock covers the host-to-device copy and the forward pass, with the
 device synchronised before and after on CUDA (kernels run asynchronously); tokenisation
-and padding happen outside it. Batches cycle through the test sentences in order.
+and padding happen outside it. Every batch holds `batch_size` test sentences, shaped by
+the entry's padding (`BenchmarkPadding`): `sorted` cuts the sentences in length order
+into batches padded to their longest and visits them in a fixed shuffled order (so the
+first iterations are not all short sentences); `fixed` takes consecutive sentences and
+pads every batch to the truncation length. Batches cycle when the iterations outnumber them.
 """
 
 from __future__ import annotations
 
+import random
 import resource
 import time
 from collections.abc import Iterator, Sequence
@@ -15,9 +20,13 @@ from typing import Any
 import torch
 
 from hpoq.config.base import Precision
+from hpoq.config.benchmark import BenchmarkPadding
+from hpoq.workers.accelerator_memory import is_out_of_memory
 from hpoq.workers.bench.result import BenchmarkEntry
 from hpoq.workers.bench.stats import summarise
 from hpoq.workers.training.encoding import Encoded, collate
+
+BATCH_ORDER_SEED = 0  # the sorted batches' visiting order: the same in every run
 
 
 def measure_batch_size(
@@ -29,8 +38,11 @@ def measure_batch_size(
     warmup: int,
     iterations: int,
     device: torch.device,
+    padding: BenchmarkPadding = BenchmarkPadding.SORTED,
+    max_length: int | None = None,
 ) -> BenchmarkEntry:
-    """One entry; an out-of-memory error becomes status 'oom' instead of an exception."""
+    """One entry; an out-of-memory error becomes status 'oom' instead of an exception.
+    `max_length` is the width of `fixed` batches (the truncation length)."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
@@ -39,7 +51,12 @@ def measure_batch_size(
     latencies: list[float] = []
     sentences = tokens = 0
     try:
-        batches = _cycled_batches(encoded, batch_size, pad_id)
+        if padding is BenchmarkPadding.FIXED:
+            if max_length is None:
+                raise ValueError("fixed padding needs max_length")
+            batches = _cycled_batches(encoded, batch_size, pad_id, max_length)
+        else:
+            batches = _sorted_batches(encoded, batch_size, pad_id)
         for _ in range(warmup):
             _forward(model, next(batches), device)
         if cuda:
@@ -54,12 +71,13 @@ def measure_batch_size(
                 torch.cuda.synchronize(device)
             latencies.append((time.perf_counter() - started) * 1000.0)
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
-        if not _is_oom(exc):
+        if not is_out_of_memory(exc):
             raise
         if cuda:
             torch.cuda.empty_cache()
         return BenchmarkEntry(
             precision=precision,
+            padding=padding,
             batch_size=batch_size,
             status="oom",
             iterations=len(latencies),
@@ -72,6 +90,7 @@ def measure_batch_size(
         peak = max(0.0, _peak_rss_mb() - rss_before)
     return BenchmarkEntry(
         precision=precision,
+        padding=padding,
         batch_size=batch_size,
         status="ok",
         iterations=iterations,
@@ -92,18 +111,32 @@ def _forward(model: Any, batch: dict[str, torch.Tensor], device: torch.device) -
 
 
 def _cycled_batches(
-    encoded: Sequence[Encoded], batch_size: int, pad_id: int
+    encoded: Sequence[Encoded], batch_size: int, pad_id: int, width: int
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches of consecutive sentences, wrapping around the split."""
+    """Endless batches of consecutive sentences padded to `width`, wrapping around the split."""
     start = 0
     while True:
         items = [encoded[(start + offset) % len(encoded)] for offset in range(batch_size)]
         start = (start + batch_size) % len(encoded)
-        yield collate(items, pad_id)
+        yield collate(items, pad_id, width)
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+def _sorted_batches(
+    encoded: Sequence[Encoded], batch_size: int, pad_id: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Endless full batches of similar-length sentences, each padded to its longest.
+
+    The split, repeated in part when it does not fill a whole number of batches, is sorted
+    by length and cut into batches; their order is shuffled once with a fixed seed."""
+    count = -(-len(encoded) // batch_size) * batch_size
+    members = sorted(
+        (i % len(encoded) for i in range(count)), key=lambda i: len(encoded[i].input_ids)
+    )
+    batches = [members[start : start + batch_size] for start in range(0, count, batch_size)]
+    random.Random(BATCH_ORDER_SEED).shuffle(batches)
+    while True:
+        for batch in batches:
+            yield collate([encoded[i] for i in batch], pad_id)
 
 
 def _peak_rss_mb() -> float:

@@ -1,4 +1,4 @@
-"""What a benchmark measured: one entry per (precision, batch size), plus the setting."""
+"""What a benchmark measured: one entry per (precision, padding, batch size), plus the setting."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hpoq.config.base import Precision
+from hpoq.config.benchmark import BenchmarkPadding
 
 EntryStatus = Literal["ok", "oom"]
 # How peak memory was measured: CUDA allocator peak, growth of the process's peak RSS
@@ -31,6 +32,9 @@ class LatencySummary(_Frozen):
 
 class BenchmarkEntry(_Frozen):
     precision: Precision
+    # sorted: real sentences in length-sorted batches, each padded to its longest;
+    # fixed: every batch padded to max_seq_length (see config.benchmark.BenchmarkPadding).
+    padding: BenchmarkPadding
     batch_size: int = Field(ge=1)
     status: EntryStatus
     iterations: int = Field(ge=0)  # timed batches (warm-up excluded)
@@ -55,9 +59,17 @@ class BenchmarkResult(_Frozen):
     config: dict[str, Any]  # BenchmarkConfig.fingerprint_payload(): what was asked for
     entries: list[BenchmarkEntry]
 
-    def entry(self, precision: Precision | str, batch_size: int) -> BenchmarkEntry:
-        wanted = Precision(precision)
+    def entry(
+        self,
+        precision: Precision | str,
+        batch_size: int,
+        padding: BenchmarkPadding | str = BenchmarkPadding.SORTED,
+    ) -> BenchmarkEntry:
+        wanted, shape = Precision(precision), BenchmarkPadding(padding)
         for item in self.entries:
-            if item.precision is wanted and item.batch_size == batch_size:
+            if item.precision is wanted and item.padding is shape and item.batch_size == batch_size:
                 return item
-        raise KeyError(f"no entry for precision {wanted.value} and batch size {batch_size}")
+        raise KeyError(
+            f"no entry for precision {wanted.value}, padding {shape.value} and batch size "
+            f"{batch_size}"
+        )

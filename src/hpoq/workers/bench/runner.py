@@ -1,8 +1,10 @@
 """The inference benchmark of one checkpoint on the test split.
 
 For each precision the checkpoint is loaded afresh and cast to it (bf16 weights, not
-autocast: what an inference deployment runs), then every batch size is measured with
-`measure.measure_batch_size`. torch is imported on the first call only.
+autocast: what an inference deployment runs), then every padding mode and batch size is
+measured with `measure.measure_batch_size`: `sorted` batches of real sentences padded to
+their longest, and `fixed` batches padded to the truncation length, each entry labelled
+with its mode. torch is imported on the first call only.
 """
 
 from __future__ import annotations
@@ -52,19 +54,22 @@ def run_inference_benchmark(
         max_length = min(benchmark.max_seq_length, loaded.max_length)
         encoded = encode(loaded.tokenizer, sentences, None, max_length)
         pad_id = int(loaded.tokenizer.pad_token_id)
-        for batch_size in benchmark.batch_sizes:
-            entries.append(
-                measure_batch_size(
-                    model,
-                    encoded,
-                    pad_id,
-                    precision,
-                    batch_size,
-                    benchmark.warmup_iterations,
-                    benchmark.iterations,
-                    target,
+        for padding in benchmark.padding:
+            for batch_size in benchmark.batch_sizes:
+                entries.append(
+                    measure_batch_size(
+                        model,
+                        encoded,
+                        pad_id,
+                        precision,
+                        batch_size,
+                        benchmark.warmup_iterations,
+                        benchmark.iterations,
+                        target,
+                        padding=padding,
+                        max_length=max_length,
+                    )
                 )
-            )
         del model, loaded
         release_accelerator_memory()
     cuda = target.type == "cuda"

@@ -69,9 +69,13 @@ def encode(
     return encoded
 
 
-def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad to the longest sentence of the batch (not to max_length: less wasted compute)."""
-    width = max(len(item.input_ids) for item in batch)
+def collate(
+    batch: Sequence[Encoded], pad_id: int, width: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad to the longest sentence of the batch (not to max_length: less wasted compute),
+    or to `width` when given (a fixed shape; never shorter than the longest sentence)."""
+    longest = max(len(item.input_ids) for item in batch)
+    width = longest if width is None else max(width, longest)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
     labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)

@@ -3,6 +3,12 @@
 `prepare` loads data and model, `fit` trains and scores on validation after every epoch
 (every entity-level score; the configured metric goes to the trial), `evaluate` scores
 without training. `train_token_classifier` chains them under one seed.
+
+Padding follows the data (`trainer.length_grouping`, on by default): every batch is
+padded to its longest sentence, training batches group sentences of similar length in a
+random order that changes every epoch (`batching.length_grouped_batches`), and evaluation
+runs over length-sorted batches whose predictions go back to the sentences' own order.
+Off, training batches are plain shuffles and evaluation keeps the file's order.
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ from hpoq.config.data import DataConfig
 from hpoq.config.hpo import BackboneConfig, TrainerConfig
 from hpoq.core.datasets import Sentence, read_split
 from hpoq.errors import InputError
+from hpoq.workers.training.batching import (
+    length_grouped_batches,
+    padding_fraction,
+    shuffled_batches,
+    sorted_batches,
+)
 from hpoq.workers.training.device import autocast, resolve_device, seed_everything
 from hpoq.workers.training.encoding import Encoded, collate, encode, word_predictions
 from hpoq.workers.training.hyperparams import HyperParams
@@ -41,12 +53,14 @@ class EpochRecord:
     train_loss: float
     validation: EntityScores
     seconds: float
+    padding_fraction: float = 0.0  # share of the training batches' positions that are padding
 
     def to_json(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
             "train_loss": self.train_loss,
             "seconds": self.seconds,
+            "padding_fraction": self.padding_fraction,
             **self.validation.as_metrics(),
         }
 
@@ -105,23 +119,44 @@ def prepare(
     )
 
 
-def evaluate(run: TrainingRun, precision: Precision | str = Precision.FP32) -> EntityScores:
-    """Entity-level scores of the current model on the validation split."""
+def predict(
+    run: TrainingRun, precision: Precision | str = Precision.FP32, sort_by_length: bool = True
+) -> list[list[str]]:
+    """Word-level tags of every validation sentence, in the split's order. Sorted by length,
+    batches are padded less; the predictions are the same as in file order (each row's
+    padding is masked out), only computed in fewer padded positions."""
     id2label = dict(enumerate(run.labels))
     pad_id = int(run.tokenizer.pad_token_id)
-    predicted: list[list[str]] = []
+    lengths = [len(item.input_ids) for item in run.validation]
+    if sort_by_length:
+        batches = sorted_batches(lengths, EVAL_BATCH_SIZE)
+    else:
+        batches = [
+            list(range(start, min(start + EVAL_BATCH_SIZE, len(lengths))))
+            for start in range(0, len(lengths), EVAL_BATCH_SIZE)
+        ]
+    predicted: list[list[str]] = [[] for _ in lengths]
     run.model.eval()
     with torch.inference_mode():
-        for start in range(0, len(run.validation), EVAL_BATCH_SIZE):
-            batch = run.validation[start : start + EVAL_BATCH_SIZE]
+        for indices in batches:
+            batch = [run.validation[i] for i in indices]
             tensors = collate(batch, pad_id)
             with autocast(run.device, precision):
                 logits = run.model(
                     input_ids=tensors["input_ids"].to(run.device),
                     attention_mask=tensors["attention_mask"].to(run.device),
                 ).logits
-            predicted.extend(word_predictions(batch, logits.argmax(dim=-1).cpu(), id2label))
-    return entity_scores(run.validation_gold, predicted)
+            tags = word_predictions(batch, logits.argmax(dim=-1).cpu(), id2label)
+            for index, sentence_tags in zip(indices, tags, strict=True):
+                predicted[index] = sentence_tags
+    return predicted
+
+
+def evaluate(
+    run: TrainingRun, precision: Precision | str = Precision.FP32, sort_by_length: bool = True
+) -> EntityScores:
+    """Entity-level scores of the current model on the validation split."""
+    return entity_scores(run.validation_gold, predict(run, precision, sort_by_length))
 
 
 def fit(
@@ -132,9 +167,11 @@ def fit(
     trial: optuna.Trial | None = None,
     metric: str = "macro-f1",
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    length_grouping: bool = True,
 ) -> list[EpochRecord]:
     """Train for `params.epochs`; after each epoch, hand its record to `on_epoch`, report
-    `metric` to the trial and honour its pruner."""
+    `metric` to the trial and honour its pruner. `length_grouping` batches sentences of
+    similar length together (see the module docstring)."""
     import optuna
 
     model = run.model
@@ -146,14 +183,17 @@ def fit(
     # The batch order has its own generator: independent of whatever else draws numbers.
     order_rng = random.Random(seed)
     pad_id = int(run.tokenizer.pad_token_id)
+    lengths = [len(item.input_ids) for item in run.train]
     for epoch in range(1, params.epochs + 1):
         started = time.perf_counter()
         model.train()
-        order = list(range(len(run.train)))
-        order_rng.shuffle(order)
+        if length_grouping:
+            batches = length_grouped_batches(lengths, params.batch_size, order_rng)
+        else:
+            batches = shuffled_batches(len(lengths), params.batch_size, order_rng)
         loss_sum = torch.zeros((), device=run.device)
-        for start in range(0, len(order), params.batch_size):
-            batch = [run.train[i] for i in order[start : start + params.batch_size]]
+        for indices in batches:
+            batch = [run.train[i] for i in indices]
             tensors = {k: v.to(run.device) for k, v in collate(batch, pad_id).items()}
             with autocast(run.device, precision):
                 loss = model(**tensors).loss
@@ -164,9 +204,13 @@ def fit(
             optimizer.zero_grad(set_to_none=True)
             # Accumulate on the device: .item() every step would stall the GPU.
             loss_sum += loss.detach().float() * len(batch)
-        scores = evaluate(run, precision)
+        scores = evaluate(run, precision, sort_by_length=length_grouping)
         record = EpochRecord(
-            epoch, loss_sum.item() / len(run.train), scores, time.perf_counter() - started
+            epoch,
+            loss_sum.item() / len(run.train),
+            scores,
+            time.perf_counter() - started,
+            padding_fraction(lengths, batches),
         )
         run.history.append(record)
         if on_epoch is not None:
@@ -196,7 +240,7 @@ def train_token_classifier(
     seed_everything(seed)
     requested = device if device is not None else trainer.device
     run = prepare(backbone, data, data_dir, trainer, params, requested)
-    fit(run, params, trainer.precision, seed, trial, metric, on_epoch)
+    fit(run, params, trainer.precision, seed, trial, metric, on_epoch, trainer.length_grouping)
     return run
 
 
