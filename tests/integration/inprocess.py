@@ -3,6 +3,7 @@ Redis, SQLite MLflow, file-journal Optuna) and breaks one service or the disk on
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,18 +139,34 @@ def _once(action: Callable[[], None]) -> Callable[[], None]:
 
 def patch_objective(monkeypatch: Any, before_return: Callable[[], None]) -> None:
     """Wrap the cheap objective: `before_return` runs once, when the next trial's objective
-    has its value (an MLflow outage that starts mid-trial, while the objective runs)."""
+    has its value and its MLflow run is open (an MLflow outage that starts mid-trial, while
+    the objective runs). The run is opened on a thread beside the objective, so the hook
+    waits until the trial records its run id: on a loaded machine the objective can
+    finish before `create_run` does."""
     import hpoq.workers.objectives.cheap as cheap
 
     real = cheap.objective
     hook = _once(before_return)
 
-    def objective(*args: Any) -> float:
-        value = real(*args)
+    def objective(trial: Any, *args: Any) -> float:
+        value = real(trial, *args)
+        _wait_for_run_id(trial)
         hook()
         return value
 
     monkeypatch.setattr(cheap, "objective", objective)
+
+
+def _wait_for_run_id(trial: Any, timeout_s: float = 60.0) -> None:
+    from hpoq.core.optuna_setup import RUN_ID_ATTR
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if RUN_ID_ATTR in frozen.user_attrs:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"trial {trial.number} never recorded its MLflow run id")
 
 
 def patch_runner(monkeypatch: Any, before_return: Callable[[], None]) -> None:
