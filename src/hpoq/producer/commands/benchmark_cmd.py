@@ -119,6 +119,8 @@ def failed_benchmarks(
             error = result.get("error") or f"the worker answered {result.get('status')!r}"
         else:
             error = str(result).removeprefix("error: ")
+        # A FAILURE's text describes the job ("benchmark of KEY failed: ..."): keep the error.
+        error = error.removeprefix(f"benchmark of {item['key']} failed: ")
         failures.append({"key": item["key"], "backbone": item["backbone"], "error": error})
     return failures
 
