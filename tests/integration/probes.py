@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,21 @@ def task_outcome(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     """What the task returned once it succeeded (a retry stores RETRY first), else None."""
     meta = task_result(client, task_id)
     return meta["result"] if meta and meta["status"] == "SUCCESS" else None
+
+
+def redis_strings(client: redis.Redis) -> Iterator[str]:
+    """Every key and every value Redis holds, as strings (to search them for a secret or
+    a path that must not be there)."""
+    for key in client.scan_iter():
+        yield key
+        kind = client.type(key)
+        if kind == "string":
+            yield str(client.get(key))
+        elif kind == "hash":
+            yield from (f"{k}={v}" for k, v in client.hgetall(key).items())
+        elif kind == "list":
+            yield from client.lrange(key, 0, -1)
+        elif kind == "set":
+            yield from client.smembers(key)
+        elif kind == "zset":
+            yield from client.zrange(key, 0, -1)

@@ -35,6 +35,7 @@ from hpoq.core.datasets.writers import write_sentences
 from hpoq.workers.checkpoint_store import ARTIFACT_PATH
 from tests.factories import write_experiment
 from tests.integration.cluster import Worker, wait_for
+from tests.integration.probes import redis_strings
 from tests.integration.servers import MlflowServer
 from tests.queue_messages import queued_payloads
 
@@ -130,22 +131,6 @@ def _strings(value: Any) -> Iterator[str]:
             yield from _strings(item)
     else:
         yield str(value)
-
-
-def redis_strings(client: redis.Redis) -> Iterator[str]:
-    for key in client.scan_iter():
-        yield key
-        kind = client.type(key)
-        if kind == "string":
-            yield str(client.get(key))
-        elif kind == "hash":
-            yield from (f"{k}={v}" for k, v in client.hgetall(key).items())
-        elif kind == "list":
-            yield from client.lrange(key, 0, -1)
-        elif kind == "set":
-            yield from client.smembers(key)
-        elif kind == "zset":
-            yield from client.zrange(key, 0, -1)
 
 
 def finished_runs(client: MlflowClient, name: str) -> list[Any]:

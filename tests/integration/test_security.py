@@ -40,6 +40,7 @@ from tests.integration.probes import (
     hpoq,
     hpoq_json,
     quiet,
+    redis_strings,
     runs,
     task_result,
     trials,
@@ -240,22 +241,6 @@ def test_a_forged_benchmark_job_is_refused_and_never_recorded_as_a_failure(
 # --- passwords never shown -------------------------------------------------------------
 
 
-def _strings_in_redis(client: redis.Redis) -> Iterator[str]:
-    for key in client.scan_iter():
-        yield key
-        kind = client.type(key)
-        if kind == "string":
-            yield str(client.get(key))
-        elif kind == "hash":
-            yield from (f"{k}={v}" for k, v in client.hgetall(key).items())
-        elif kind == "list":
-            yield from client.lrange(key, 0, -1)
-        elif kind == "set":
-            yield from client.smembers(key)
-        elif kind == "zset":
-            yield from client.zrange(key, 0, -1)
-
-
 def test_a_sweep_on_a_password_protected_redis_never_shows_the_password(
     cluster: Cluster, tmp_path: Path
 ) -> None:
@@ -299,7 +284,7 @@ def test_a_sweep_on_a_password_protected_redis_never_shows_the_password(
         "cli": "\n".join(outputs),
         "worker log": cluster.worker.log(),
         "mlflow params and tags": "\n".join(mlflow_text),
-        "redis": "\n".join(_strings_in_redis(cluster.redis)),
+        "redis": "\n".join(redis_strings(cluster.redis)),
     }
     for where, text in everything.items():
         assert text and PASSWORD not in text, f"the password shows in the {where}"
