@@ -133,11 +133,6 @@ def run_experiment(
         pool = LocalWorkers(
             workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
         )
-        client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
-        plan = Submitter(
-            experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
-        ).submit(mode_override=mode_override, inputs=inputs)
-        report = RunReport(experiment.name, plan, logs=str(pool.log_dir))
         if events is not None:
             events(
                 Started(
@@ -147,6 +142,11 @@ def run_experiment(
                     report=report_path or "-",
                 )
             )
+        client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
+        plan = Submitter(
+            experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
+        ).submit(mode_override=mode_override, inputs=inputs)
+        report = RunReport(experiment.name, plan, logs=str(pool.log_dir))
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):
             _start(pool, signals)
