@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "mlflow", "transformers")
+HEAVY = ("torch", "mlflow", "transformers", "plotly")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -29,8 +29,8 @@ def test_importing_the_cli_does_not_import_heavy_modules() -> None:
     proc = run_python(
         "import hpoq.producer.cli, sys; "
         "assert 'torch' not in sys.modules and 'mlflow' not in sys.modules "
-        "and 'transformers' not in sys.modules, "
-        "sorted(m for m in ('torch', 'mlflow', 'transformers') if m in sys.modules)"
+        "and 'transformers' not in sys.modules and 'plotly' not in sys.modules, "
+        "sorted(m for m in ('torch', 'mlflow', 'transformers', 'plotly') if m in sys.modules)"
     )
     assert proc.returncode == 0, proc.stderr
 
@@ -61,9 +61,19 @@ print("\\n@@" + json.dumps({{"code": code, "heavy": heavy}}))
         ["hpoq", "--version"],
         ["hpoq", "config", "--help"],
         ["hpoq", "config", "validate", "--help"],
+        ["hpoq", "report", "--help"],
+        ["hpoq", "status", "--help"],
         ["hpoq", "config", "validate", "config/experiment/smoke.yaml", "--json"],
     ],
-    ids=["help", "version", "config-help", "validate-help", "validate"],
+    ids=[
+        "help",
+        "version",
+        "config-help",
+        "validate-help",
+        "report-help",
+        "status-help",
+        "validate",
+    ],
 )
 def test_cli_commands_do_not_import_heavy_modules(argv: list[str]) -> None:
     proc = run_python(HELP_SCRIPT.format(argv=argv, heavy=set(HEAVY)))

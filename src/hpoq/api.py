@@ -9,11 +9,14 @@ rest) is three calls::
     best = api.retrieve_best_trials(experiment)
     todo = api.filter_unbenchmarked(experiment, best.best)
     report = api.benchmark_trials(experiment, todo)
+
+and `api.write_report(experiment)` writes the HTML report (`hpoq report`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
@@ -26,6 +29,7 @@ from hpoq.core.retrieval import BestTrial, RetrievalResult
 from hpoq.core.retrieval import retrieve_best_trials as _retrieve
 from hpoq.core.runtime import Runtime
 from hpoq.producer.local_run import run_experiment
+from hpoq.producer.report.build import WrittenReport
 from hpoq.producer.services import open_services
 from hpoq.producer.submit import SubmitResult, Submitter
 
@@ -36,6 +40,7 @@ __all__ = [
     "retrieve_best_trials",
     "run_experiment",
     "submit",
+    "write_report",
 ]
 
 
@@ -93,3 +98,13 @@ def benchmark_trials(
         )
     finally:
         services.close()
+
+
+def write_report(
+    experiment: Experiment, path: Path | None = None, runtime: Runtime | None = None
+) -> WrittenReport:
+    """`hpoq report`: the HTML report (default `<output>/reports/<name>.html`), logged to
+    MLflow."""
+    from hpoq.producer.report.build import write_report as _write
+
+    return _write(experiment, runtime or Runtime.from_settings(), path)

@@ -44,7 +44,9 @@ def test_shipped_benchmark_config_loads() -> None:
     cfg = load_model(REPO / "config" / "benchmark.yaml", BenchmarkConfig)
     assert cfg.run.mode is None
     assert cfg.batch_sizes == [1, 8, 32]
-    assert cfg.iterations == 10
+    # Enough timed batches for a p99 that is not the slowest batch, and a minimum time.
+    assert cfg.iterations >= 100
+    assert cfg.min_measure_seconds > 0
 
 
 def test_benchmark_accepts_every_mode_and_both_precisions() -> None:
@@ -69,6 +71,8 @@ def test_benchmark_accepts_every_mode_and_both_precisions() -> None:
         pytest.param({"warmup_iterations": -1}, ("warmup_iterations",), id="warmup-negative"),
         pytest.param({"iterations": 0}, ("iterations",), id="iterations-zero"),
         pytest.param({"iterations": 10**9}, ("iterations",), id="iterations-huge"),
+        pytest.param({"min_measure_seconds": -1}, ("min_measure_seconds",), id="min-time-neg"),
+        pytest.param({"min_measure_seconds": 10**6}, ("min_measure_seconds",), id="min-time-huge"),
         pytest.param({"max_seq_length": 4}, ("max_seq_length",), id="seq-small"),
         pytest.param({"max_seq_length": 10_000}, ("max_seq_length",), id="seq-huge"),
         pytest.param({"precisions": []}, ("precisions",), id="precisions-empty"),
@@ -95,6 +99,7 @@ def test_benchmark_fingerprint_payload_is_the_measurement_fields() -> None:
         "batch_sizes",
         "warmup_iterations",
         "iterations",
+        "min_measure_seconds",
         "max_seq_length",
         "precisions",
         "padding",

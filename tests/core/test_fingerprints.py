@@ -176,6 +176,7 @@ def test_fingerprints_stable_across_processes(hash_seed: str) -> None:
         ("batch_sizes", [1, 8, 64]),
         ("warmup_iterations", 6),
         ("iterations", 21),
+        ("min_measure_seconds", 2.5),
         ("max_seq_length", 256),
         ("precisions", ["bf16"]),
         ("precisions", ["fp32", "bf16"]),

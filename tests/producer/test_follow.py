@@ -3,6 +3,7 @@ with its error text, next to what the other jobs returned."""
 
 from __future__ import annotations
 
+import pytest
 import redis
 
 from hpoq.errors import JobFailed
@@ -25,3 +26,15 @@ def test_failed_jobs_are_reported_with_their_error_text(
         {"job_id": "job-bad", "key": "k2", "backbone": "b"},
     ]
     assert failed_benchmarks(enqueued, results) == [{"key": "k2", "backbone": "b", "error": "OOM"}]
+
+
+def test_off_a_terminal_each_job_is_one_line_as_it_ends(
+    real_redis: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    celery = create_app(redis_url)
+    celery.backend.mark_as_done("job-a", {"status": "measured", "benchmark_key": "k1"})
+    celery.backend.mark_as_failure("job-b", JobFailed("benchmark of k2 failed: OOM"))
+    wait_for_jobs(celery, ["job-a", "job-b"], label="benchmarks", timeout_s=30)
+    err = capsys.readouterr().err
+    assert "benchmarks: job job-a done (1/2)" in err
+    assert "benchmarks: job job-b failed (2/2)" in err

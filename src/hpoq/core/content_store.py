@@ -58,6 +58,7 @@ TAG_LABEL = "hpoq.content.label"
 FILES_PATH = "files"
 ADDRESS_PREFIX = "sha256:"
 MANIFEST_VERSION = 1
+CHECKPOINT_ARTIFACT_PATH = "checkpoint"  # where a trial's run holds its checkpoint
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 1 << 20
 

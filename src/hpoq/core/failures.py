@@ -9,6 +9,7 @@ back; MLflow being unreachable is not an error here, just no answer.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hpoq.config.experiment import Experiment
@@ -75,3 +76,58 @@ def _first_error(
     except Exception as exc:  # a lookup for a message must never hide the failure itself
         log.warning("could not read the recorded error from MLflow: %s", exc)
     return None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A FAILED run of this experiment, what it was for and the error it recorded."""
+
+    run_id: str
+    backbone: str | None
+    study_name: str | None
+    trial_number: int | None
+    key: str | None  # the benchmark key, for a benchmark's run
+    error: str | None
+
+
+def failed_runs(
+    client: MlflowClient, experiment: Experiment, mlflow_experiment: str, stage: str
+) -> list[FailedRun]:
+    """Every FAILED run of this experiment's `stage` in `mlflow_experiment`, oldest first;
+    [] when MLflow cannot answer."""
+    from hpoq.core.mlflow_queries import parse_int_tag
+    from hpoq.core.tracking import find_experiment_id
+
+    process = experiment.tags.process
+    required = {process.stage: stage, process.experiment: experiment.name}
+    try:
+        experiment_id = find_experiment_id(client, mlflow_experiment)
+        if experiment_id is None:
+            return []
+        runs = list(
+            query_runs_by_tags(
+                client,
+                [experiment_id],
+                required,
+                status=FAILED,
+                order_by=["attributes.start_time ASC"],
+            )
+        )
+    except Exception as exc:
+        log.warning("could not read the failed runs from MLflow: %s", exc)
+        return []
+    found = []
+    for run in runs:
+        tags = run.data.tags
+        error = (tags.get(experiment.tags.benchmark.error) or "").strip()
+        found.append(
+            FailedRun(
+                run_id=run.info.run_id,
+                backbone=tags.get(process.backbone),
+                study_name=tags.get(process.study_name),
+                trial_number=parse_int_tag(run, process.trial_number),
+                key=tags.get(BENCHMARK_KEY_TAG),
+                error=error[:MAX_ERROR_CHARS] or None,
+            )
+        )
+    return found

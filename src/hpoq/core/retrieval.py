@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 SourceName = Literal["mlflow", "optuna", "disk"]
 VALUE_TOLERANCE = 1e-9
+MLFLOW_UNREACHABLE = "MLflow unreachable"  # how the warning of a failed MLflow source starts
 Warn = Callable[[str], None]
 
 
@@ -86,6 +87,11 @@ class RetrievalResult(BaseModel):
     best: list[BestTrial]  # sorted by backbone, then variant
     missing: list[str]  # backbones asked for that have no COMPLETE trial in any source
     warnings: list[str]
+
+
+def mlflow_was_down(result: RetrievalResult) -> bool:
+    """Whether MLflow failed during the retrieval (asking it again would only wait)."""
+    return any(w.startswith(MLFLOW_UNREACHABLE) for w in result.warnings)
 
 
 def rank_key(trial: BestTrial, direction: Direction) -> tuple[float, int, int, str]:
@@ -209,7 +215,7 @@ class _MlflowSource:
             self._down = True
             detail = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
             self._warn(
-                f"MLflow unreachable: {redact_url(self._uri())}: {type(exc).__name__}: "
+                f"{MLFLOW_UNREACHABLE}: {redact_url(self._uri())}: {type(exc).__name__}: "
                 f"{redact_url(detail)}; falling back to Optuna and disk"
             )
             return {}

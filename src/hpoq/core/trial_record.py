@@ -26,6 +26,8 @@ from hpoq.config.tags import TagsRegistry
 from hpoq.core.fingerprints import study_key_hash, trial_key_hash
 
 STAGE_HPO = "hpo"
+STAGE_BENCHMARK = "benchmark"  # a benchmark's run, in the benchmark experiment
+STAGE_REPORT = "report"  # the run holding an experiment's HTML report, in the HPO experiment
 METRICS_FILE = "metrics.json"
 TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL"]
 MLFLOW_STATUS: dict[str, str] = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}

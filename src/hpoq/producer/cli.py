@@ -10,6 +10,7 @@ from hpoq import __version__
 from hpoq.producer.commands import (
     benchmark_cmd,
     config_cmd,
+    report_cmd,
     retrieve_cmd,
     run_cmd,
     status_cmd,
@@ -31,6 +32,7 @@ app.command("retrieve")(retrieve_cmd.retrieve)
 app.command("benchmark")(benchmark_cmd.benchmark)
 app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status)
+app.command("report")(report_cmd.report)
 
 
 def _version(value: bool) -> None:

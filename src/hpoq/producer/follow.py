@@ -1,4 +1,5 @@
-"""Following enqueued jobs to the end with a progress bar (`--wait`)."""
+"""Following enqueued jobs to the end (`--wait`): a bar on a terminal, else one line per
+job as it ends (a log file shows them as they happen; see producer/progress_display.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpoq.errors import HpoqError
-from hpoq.producer.output import stderr
+from hpoq.producer.output import stderr, stdout
+from hpoq.producer.run_events import clock_text
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -34,7 +36,9 @@ def wait_for_jobs(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=stderr, transient=False) as progress:
+    lines = not (stdout.is_terminal and stderr.is_terminal)
+    started = time.monotonic()
+    with Progress(*columns, console=stderr, transient=False, disable=lines) as progress:
         bar = progress.add_task(label, total=len(job_ids))
         pending = list(job_ids)
         while pending:
@@ -49,6 +53,14 @@ def wait_for_jobs(
                     )
                     pending.remove(job_id)
                     progress.advance(bar)
+                    if lines:
+                        state = "done" if result.successful() else "failed"
+                        stderr.print(
+                            f"[{clock_text(time.monotonic() - started)}] {label}: job {job_id} "
+                            f"{state} ({len(results)}/{len(job_ids)})",
+                            highlight=False,
+                            markup=False,
+                        )
             if pending:
                 if deadline is not None and time.monotonic() > deadline:
                     raise HpoqError(f"{len(pending)} of {len(job_ids)} jobs still unfinished")

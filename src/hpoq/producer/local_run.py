@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_dispatch import measured_keys
 from hpoq.core.benchmark_index import Candidate, read_cache, select_candidates
+from hpoq.core.benchmark_results import benchmark_row, load_result
 from hpoq.core.failures import benchmark_error, first_trial_error
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.input_checks import check_inputs
@@ -34,13 +35,23 @@ from hpoq.core.variants import VariantRef
 from hpoq.errors import HpoqError
 from hpoq.producer.benchmark import benchmark_experiment
 from hpoq.producer.local_cluster import STOP_GRACE_S, LocalWorkers, default_worker_count
+from hpoq.producer.run_events import (
+    BenchmarkProgress,
+    BenchmarkSettled,
+    Observer,
+    Started,
+    TrialWatch,
+)
 from hpoq.producer.services import Services, open_services
 from hpoq.producer.signals import StopSignals
 from hpoq.producer.submit import SubmitResult, Submitter
+from hpoq.redaction import redact_url
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5
-Progress = Callable[[str, int, int], None]  # (label, done, total)
 Announce = Callable[[str], None]
 NO_ERROR_RECORDED = "no error was recorded in MLflow"
 
@@ -98,13 +109,16 @@ def run_experiment(
     *,
     workers: int | None = None,
     mode_override: str | RunMode | None = None,
-    progress: Progress | None = None,
+    events: Observer | None = None,
     timeout_s: float | None = None,
     signals: StopSignals | None = None,
     announce: Announce | None = None,
+    report_path: str | None = None,
 ) -> RunReport:
-    """Run the experiment to its results. `signals` (owned by the caller) make a stop
-    signal clean up like an error does; `announce` prints what the clean-up waits for."""
+    """Run the experiment to its results. `events` hears what happens as it happens (see
+    producer/run_events.py); `signals` (owned by the caller) make a stop signal clean up
+    like an error does; `announce` prints what the clean-up waits for; `report_path` is
+    where the caller writes the report (told to `events` at the start)."""
     from hpoq.core.tracking import make_client
 
     # Before anything is written: bad data or a bad model directory stops the run here.
@@ -119,6 +133,15 @@ def run_experiment(
         pool = LocalWorkers(
             workers or default_worker_count(), _worker_env(services), runtime.layout.root / "logs"
         )
+        if events is not None:
+            events(
+                Started(
+                    outputs=str(runtime.layout.root),
+                    worker_logs=str(pool.log_dir),
+                    mlflow=redact_url(runtime.mlflow_uri()),
+                    report=report_path or "-",
+                )
+            )
         client = make_client(runtime.mlflow_uri())  # creates the SQLite store under a lock
         plan = Submitter(
             experiment, runtime, services.redis, services.keys, services.celery, mlflow=client
@@ -128,7 +151,7 @@ def run_experiment(
         if _incomplete(experiment, runtime, plan):
             _start(pool, signals)
             report.warnings += _wait_for_trials(
-                experiment, runtime, services, plan, pool, progress, deadline, client
+                experiment, runtime, services, plan, pool, events, deadline, client
             )
         dispatched, _, warnings = benchmark_experiment(
             experiment, services, mode_override=mode_override
@@ -136,14 +159,15 @@ def run_experiment(
         report.benchmarks_enqueued = len(dispatched.enqueued)
         report.warnings += warnings
         candidates, _, _ = select_candidates(experiment, runtime, client=client)
-        keys = [c.key for c in candidates]
         if dispatched.enqueued or dispatched.skipped_in_flight:
             _start(pool, signals)
-            _wait_for_benchmarks(experiment, services, keys, pool, progress, deadline, client)
+            _wait_for_benchmarks(experiment, services, candidates, pool, events, deadline, client)
         retrieval = retrieve_best_trials(experiment, runtime, client=client)
         report.best_trials = [t.model_dump(mode="json") for t in retrieval.best]
         report.missing = retrieval.missing
-        report.benchmarks = [_benchmark_row(runtime, c.to_json()) for c in candidates]
+        report.benchmarks = [
+            _benchmark_row(experiment, runtime, client, c.to_json()) for c in candidates
+        ]
         report.failures = _failures(experiment, client, plan, retrieval.missing, candidates, report)
         return report
     finally:
@@ -205,13 +229,21 @@ def _check(pool: LocalWorkers, deadline: float | None) -> None:
         raise HpoqError("timed out; the next run resumes where this one stopped")
 
 
+def _variant_trials(
+    experiment: Experiment, runtime: Runtime, result: SubmitResult
+) -> list[FrozenTrial]:
+    store = runtime.study_store(experiment.hpo.checkpoint)
+    study = store.load(VariantRef(result.backbone, result.variant, result.study_name))
+    return [] if study is None else study.get_trials(deepcopy=False)
+
+
 def _wait_for_trials(
     experiment: Experiment,
     runtime: Runtime,
     services: Services,
     plan: list[SubmitResult],
     pool: LocalWorkers,
-    progress: Progress | None,
+    events: Observer | None,
     deadline: float | None,
     client: Any,
 ) -> list[str]:
@@ -220,15 +252,25 @@ def _wait_for_trials(
     from hpoq.core.coordination.budget import TrialBudget
 
     n = experiment.hpo.n_trials
+    objective = experiment.hpo.objective
     budget = TrialBudget(services.redis, services.keys)
     waiting = list(plan)
+    watches = {
+        r.study_name: TrialWatch(
+            f"{r.backbone} {r.study_name}", n, objective.metric, objective.direction
+        )
+        for r in plan
+    }
     warnings = []
     while waiting:
         for result in list(waiting):
-            done = _variant_finished(experiment, runtime, result)
-            label = f"{result.backbone} {result.study_name}"
-            if progress:
-                progress(label, min(done, n), n)
+            watch = watches[result.study_name]
+            progress, finished = watch.update(_variant_trials(experiment, runtime, result))
+            done = progress.done
+            if events:
+                for event in finished:
+                    events(event)
+                events(progress)
             status = budget.status(
                 study_key_hash(result.backbone, result.study_name),
                 lost_after_s=experiment.hpo.stale_trial_grace_seconds,
@@ -243,7 +285,7 @@ def _wait_for_trials(
                         client, experiment, result.backbone, result.study_name
                     )
                     warnings.append(
-                        f"{label} stopped at {done} of {n} trials; first error: "
+                        f"{watch.label} stopped at {done} of {n} trials; first error: "
                         f"{error or NO_ERROR_RECORDED}"
                     )
                 waiting.remove(result)
@@ -300,9 +342,9 @@ def _failures(
 def _wait_for_benchmarks(
     experiment: Experiment,
     services: Services,
-    keys: list[str],
+    candidates: list[Candidate],
     pool: LocalWorkers,
-    progress: Progress | None,
+    events: Observer | None,
     deadline: float | None,
     client: Any,
 ) -> None:
@@ -310,40 +352,49 @@ def _wait_for_benchmarks(
 
     leases = BenchmarkLeases(services.redis, services.keys)
     failed_hash = services.keys.failed_benchmarks()
+    keys = [c.key for c in candidates]
+    seen: set[str] | None = None
     while True:
         done = measured_keys(experiment, services.runtime, client, keys)
         failed = {k for k in keys if services.redis.hexists(failed_hash, k)}
         settled = done | {
             k for k, h in zip(keys, leases.holders(keys), strict=True) if k in failed and h is None
         }
-        if progress:
-            progress("benchmarks", len(settled), len(keys))
+        if events:
+            progress = BenchmarkProgress(len(settled), len(keys))
+            for candidate in candidates:
+                if seen is not None and candidate.key in settled - seen:
+                    measured = candidate.key in done
+                    summary = _summary(services.runtime, candidate.key) if measured else ""
+                    events(BenchmarkSettled(_label(candidate), measured, summary, progress))
+            events(progress)
+        seen = settled
         if len(settled) >= len(keys):
             return
         _check(pool, deadline)
         time.sleep(POLL_S)
 
 
-def _benchmark_row(runtime: Runtime, candidate: dict[str, Any]) -> dict[str, Any]:
-    cached = read_cache(runtime.layout, candidate["key"])
-    row = dict(candidate)
-    if cached is None:
-        row["status"] = "missing"
-        return row
-    row["status"] = "measured"
-    row["run_id"] = cached.get("run_id")
-    result = cached.get("result") or {}
-    row["device"] = result.get("device")
-    row["entries"] = [
-        {
-            "precision": e["precision"],
-            "padding": e.get("padding"),
-            "batch_size": e["batch_size"],
-            "status": e["status"],
-            "latency_p50_ms": (e.get("latency_ms") or {}).get("p50"),
-            "latency_p95_ms": (e.get("latency_ms") or {}).get("p95"),
-            "throughput_sentences_per_s": e.get("throughput_sentences_per_s"),
-        }
-        for e in result.get("entries", [])
-    ]
-    return row
+def _label(candidate: Candidate) -> str:
+    return f"{candidate.backbone} {candidate.study_name} trial {candidate.trial_number}"
+
+
+def _summary(runtime: Runtime, key: str) -> str:
+    """The first entry's latencies, from this host's cache (empty when it has none)."""
+    found = read_cache(runtime.layout, key)
+    entries = (benchmark_row({}, found).get("entries") or []) if found else []
+    ok = [e for e in entries if e["status"] == "ok"]
+    if not ok:
+        return ""
+    e = ok[0]
+    return (
+        f"{e['precision']} {e['padding']} batch {e['batch_size']}: p50 "
+        f"{e['latency_p50_ms']:.2f} ms, p99 {e['latency_p99_ms']:.2f} ms"
+    )
+
+
+def _benchmark_row(
+    experiment: Experiment, runtime: Runtime, client: Any, candidate: dict[str, Any]
+) -> dict[str, Any]:
+    found = load_result(experiment, runtime, client, candidate["key"])
+    return benchmark_row(candidate, found)

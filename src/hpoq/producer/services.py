@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.embedded import EmbeddedRedis
 from hpoq.core.coordination.keys import RedisKeys
-from hpoq.core.coordination.local_redis import resolve_redis_url
+from hpoq.core.coordination.local_redis import SnapshotRedis, resolve_redis_url
 from hpoq.core.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -26,6 +26,11 @@ class Services:
     celery: Celery
     embedded: EmbeddedRedis | None  # the embedded server this command must stop at its end
 
+    @property
+    def snapshot(self) -> bool:
+        """Whether Redis is a read-only copy of a stopped embedded server's data."""
+        return isinstance(self.embedded, SnapshotRedis)
+
     def mlflow(self) -> MlflowClient:
         from hpoq.core.tracking import make_client
 
@@ -37,18 +42,20 @@ class Services:
 
 
 def open_services(
-    runtime: Runtime, *, start_embedded: bool = True, owned: bool = False
+    runtime: Runtime, *, start_embedded: bool = True, owned: bool = False, snapshot: bool = False
 ) -> Services:
     """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender.
 
     `owned`: the caller stops the embedded server when it ends (`hpoq run`; see
-    core/coordination/local_redis.py). The runtime's settings are already parsed, so a
-    bad environment value has stopped the command before anything starts."""
+    core/coordination/local_redis.py). `snapshot` (readers, with `start_embedded=False`):
+    a stopped embedded server's data is read from a copy, which the caller stops. The
+    runtime's settings are already parsed, so a bad environment value has stopped the
+    command before anything starts."""
     quiet_libraries()
     from hpoq.workers.celery_app import create_app
     from hpoq.workers.context import redis_keys
 
-    url, embedded = resolve_redis_url(runtime, start=start_embedded, owned=owned)
+    url, embedded = resolve_redis_url(runtime, start=start_embedded, owned=owned, snapshot=snapshot)
     try:
         client = connect(url)
         return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)

@@ -1,7 +1,9 @@
 """`hpoq status`: queues, workers, benchmarks in flight, trial counts, failures.
 
 Reads Redis, Celery's control channel and the Optuna storage only: it works from a
-machine that has just the producer installed.
+machine that has just the producer installed. After an `hpoq run` (which stops the
+embedded Redis it started) Redis is read from a copy of its data (`services.snapshot`):
+queues, failed jobs and benchmarks are what the run left, and no worker is asked.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from hpoq.core.variants import base_study_name
 from hpoq.producer.services import Services
 
 INSPECT_TIMEOUT_S = 1.0
+LOGS_DIR = "logs"  # <output>/logs/worker-<n>.log: the workers `hpoq run` starts
 
 
 def _queues(services: Services) -> dict[str, int]:
@@ -34,6 +37,8 @@ def _describe_task(task: dict[str, Any]) -> dict[str, Any]:
 
 
 def _workers(services: Services) -> dict[str, list[dict[str, Any]]]:
+    if services.snapshot:
+        return {}  # the run that used this Redis is over: no worker can answer
     inspector = services.celery.control.inspect(timeout=INSPECT_TIMEOUT_S)
     active = inspector.active() or {}
     return {name: [_describe_task(t) for t in tasks] for name, tasks in sorted(active.items())}
@@ -84,4 +89,34 @@ def cluster_status(services: Services, experiment: Experiment | None = None) -> 
         "variants": _variants(services, experiment) if experiment is not None else [],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
+        "where": locations(services, experiment),
     }
+
+
+# --- where things are -----------------------------------------------------------------
+
+
+def locations(services: Services, experiment: Experiment | None) -> dict[str, Any]:
+    """Which Redis was read, and where the outputs, logs, MLflow and the report are."""
+    from hpoq.redaction import redact_url
+
+    runtime = services.runtime
+    root = runtime.layout.root
+    logs = root / LOGS_DIR
+    where: dict[str, Any] = {
+        "redis": redact_url(services.redis_url),
+        "redis_source": "snapshot" if services.snapshot else "live",
+        "outputs": str(root),
+        "worker_logs": str(logs) if logs.is_dir() else None,
+        "mlflow": redact_url(runtime.mlflow_uri()),
+        "studies": str(root / runtime.layout.platform / "hpo"),
+        "report": None,
+    }
+    if services.snapshot:
+        where["redis"] = f"copy of {runtime.layout.redis_dir()} (no embedded Redis running)"
+    if experiment is not None:
+        from hpoq.producer.report.build import default_report_path
+
+        report = default_report_path(runtime, experiment)
+        where["report"] = str(report) if report.is_file() else None
+    return where

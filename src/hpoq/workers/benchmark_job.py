@@ -37,13 +37,12 @@ from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob, JobInFlight
 from hpoq.core.measured_keys import is_measurement
 from hpoq.core.objective import load_objective
-from hpoq.core.trial_record import write_json_atomic
+from hpoq.core.trial_record import STAGE_BENCHMARK, write_json_atomic
 from hpoq.errors import HpoqError
 from hpoq.workers.context import WorkerContext, lease_seconds
 
 log = logging.getLogger(__name__)
 Status = Literal["measured", "already_done", "superseded", "failed"]
-STAGE_BENCHMARK = "benchmark"
 
 
 class BenchmarkInFlight(JobInFlight):

@@ -14,12 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hpoq.core.content_store import CHECKPOINT_ARTIFACT_PATH
 from hpoq.errors import ContentError, HpoqError
 
 if TYPE_CHECKING:
     from hpoq.core.content_store import ContentStore
 
-ARTIFACT_PATH = "checkpoint"
+ARTIFACT_PATH = CHECKPOINT_ARTIFACT_PATH
 
 
 def upload_checkpoint(store: ContentStore, run_id: str, checkpoint: Path) -> str | None:

@@ -137,3 +137,45 @@ def test_a_stale_port_file_starts_a_fresh_server(runtime: Runtime) -> None:
         assert url == server.url and (directory / PORT_FILE).read_text() == str(server.port)
     finally:
         server.stop()
+
+
+def test_a_stopped_servers_data_is_read_from_a_copy_that_goes_with_the_reader(
+    runtime: Runtime,
+) -> None:
+    """`hpoq status` after `hpoq run`: the run stopped its server; a snapshot of the data
+    answers, and the data the next run starts from is not touched."""
+    import redis
+
+    url, server = resolve_redis_url(runtime, owned=True)
+    assert server is not None
+    client = redis.Redis.from_url(url)
+    client.hset("failed_jobs", "job-1", "boom")
+    client.rpush("hpo", "queued")
+    client.close()
+    server.stop()
+    directory = runtime.layout.redis_dir()
+    before = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+
+    url, snapshot = resolve_redis_url(runtime, start=False, snapshot=True)
+    assert snapshot is not None and snapshot.directory != directory
+    copy = snapshot.directory
+    reader = redis.Redis.from_url(url)
+    try:
+        assert reader.hget("failed_jobs", "job-1") == b"boom"
+        assert reader.llen("hpo") == 1
+    finally:
+        reader.close()
+        snapshot.stop()
+    assert not copy.exists()
+    after = {p.name: p.read_bytes() for p in directory.iterdir() if p.is_file()}
+    assert after == before
+
+
+def test_with_no_data_the_error_names_the_output_directory_and_what_starts_one(
+    runtime: Runtime,
+) -> None:
+    with pytest.raises(ServiceError) as exc:
+        resolve_redis_url(runtime, start=False, snapshot=True)
+    message = str(exc.value)
+    assert str(runtime.layout.redis_dir()) in message
+    assert "`hpoq run` or `hpoq submit`" in message and "HPOQ_REDIS_URL" in message

@@ -9,13 +9,22 @@ outlives the command, and `hpoq submit`, workers and `hpoq status` on this machi
 that an `hpoq run` no longer alive left behind (killed, crashed), which it adopts. A
 recorded server that does not answer but whose process still lives (hung) is stopped
 before a new one starts.
+
+Reading after the server stopped (`hpoq status` after `hpoq run`, which stops the server
+it started): `snapshot=True` starts a throwaway server on a copy of the data files in a
+temporary folder, never on the data itself, so reading changes nothing the next run
+starts from (a server loading an append-only file may rewrite it, and expired keys are
+deleted on load). The snapshot stops, and its folder goes, with the caller.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from threading import Event
 
 from hpoq.core.coordination.embedded import EmbeddedRedis, recorded_pid
 from hpoq.core.processes import pid_alive, start_time, terminate_pid
@@ -24,6 +33,9 @@ from hpoq.errors import ServiceError
 
 PORT_FILE = "redis.port"
 OWNER_FILE = "redis.owner"
+# What Redis persists (an append-only file, Redis 7's folder of them, a snapshot); the
+# rest of the folder (pid, port, owner, log) describes the server, not the data.
+DATA_FILES = ("appendonly.aof", "appendonlydir", "dump.rdb")
 
 
 def _recorded_port(directory: Path) -> int | None:
@@ -78,14 +90,63 @@ def left_by_a_dead_run(directory: Path) -> bool:
     return started is not None and start_time(pid) not in (None, started)  # pid reused
 
 
+def has_data(directory: Path) -> bool:
+    """Whether an embedded server has left data in `directory`."""
+    return any((directory / name).exists() for name in DATA_FILES)
+
+
+class SnapshotRedis(EmbeddedRedis):
+    """A server on a copy of another server's data, in a folder removed when it stops."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+        copy = Path(tempfile.mkdtemp(prefix="hpoq-redis-snapshot-"))
+        try:
+            for name in DATA_FILES:
+                found = source / name
+                if found.is_dir():
+                    shutil.copytree(found, copy / name)
+                elif found.is_file():
+                    shutil.copy2(found, copy / name)
+        except BaseException:
+            shutil.rmtree(copy, ignore_errors=True)
+            raise
+        super().__init__(copy, stop_with_parent=True)
+
+    def start(self, timeout_s: float = 10.0) -> EmbeddedRedis:
+        try:
+            return super().start(timeout_s)
+        except BaseException:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
+
+    def stop(self, timeout_s: float = 10.0, hurry: Event | None = None) -> None:
+        try:
+            super().stop(timeout_s, hurry)
+        finally:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def no_redis_message(runtime: Runtime) -> str:
+    directory = runtime.layout.redis_dir()
+    return (
+        f"no Redis to read: nothing has run with the output directory {runtime.layout.root} "
+        f"(no embedded Redis data in {directory}); `hpoq run` or `hpoq submit` start the "
+        "embedded one there, or set HPOQ_REDIS_URL (and HPOQ_OUTPUT_DIR) to the ones a "
+        "cluster or another output directory uses"
+    )
+
+
 def resolve_redis_url(
-    runtime: Runtime, *, start: bool = True, owned: bool = False
+    runtime: Runtime, *, start: bool = True, owned: bool = False, snapshot: bool = False
 ) -> tuple[str, EmbeddedRedis | None]:
     """The Redis URL to use, and the embedded server the caller must stop at its end.
 
     `owned` (`hpoq run`): start a server that stops with the caller, or adopt one a dead
     run left; a shared or live-owned server is used and left alone (None returned).
-    Without `owned`, a server this call starts is shared and outlives the caller."""
+    Without `owned`, a server this call starts is shared and outlives the caller.
+    `snapshot` (with `start=False`, for readers): when no embedded server answers but one
+    left its data, a `SnapshotRedis` of that data, which the caller stops."""
     if runtime.settings.redis_url is not None:
         return runtime.settings.redis_url.get_secret_value(), None
     directory = runtime.layout.redis_dir()
@@ -98,9 +159,10 @@ def resolve_redis_url(
                 return _url(port), adopted
         return _url(port), None
     if not start:
-        raise ServiceError(
-            "no Redis: set HPOQ_REDIS_URL, or start the embedded one with `hpoq run`"
-        )
+        if snapshot and has_data(directory):
+            server = SnapshotRedis(directory).start()
+            return server.url, server
+        raise ServiceError(no_redis_message(runtime))
     if port is not None:
         hung = recorded_pid(directory, port)
         if hung is not None:

@@ -12,6 +12,7 @@ import typer
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
 from hpoq.producer.output import emit, exit_codes, fail_each, stderr, stdout
+from hpoq.producer.tables import cell, new_table, print_table
 
 RETRY_FAILED = "retry-failed"
 SUCCEEDED = ("measured", "already_done", "superseded")
@@ -75,8 +76,6 @@ def benchmark(
         payload["failures"] = failures
 
     def render() -> None:
-        from rich.table import Table
-
         for message in warnings:
             stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
         rows = [
@@ -84,13 +83,17 @@ def benchmark(
             ("measured already", report.skipped_done),
             ("in flight", report.skipped_in_flight),
         ]
-        table = Table("backbone", "variant", "trial", "status", "key")
+        table = new_table("backbone", "variant", "trial", "status", "key", right=("trial",))
         for status, items in rows:
             for item in items:
                 table.add_row(
-                    item["backbone"], item["study_name"], str(item["trial"]), status, item["key"]
+                    cell(item["backbone"]),
+                    cell(item["study_name"]),
+                    str(item["trial"]),
+                    status,
+                    cell(item["key"]),
                 )
-        stdout.print(table)
+        print_table(stdout, table)
         if missing:
             stdout.print(f"no trials yet: {', '.join(missing)}", highlight=False)
         if not report.enqueued:

@@ -13,8 +13,10 @@ from rich.markup import escape
 
 from hpoq.config.selection import SelectionScope
 from hpoq.producer.output import emit, exit_codes, stderr, stdout
+from hpoq.producer.tables import cell, new_table, print_table
 
 if TYPE_CHECKING:
+    from hpoq.core.checkpoint_location import CheckpointLocation
     from hpoq.core.retrieval import RetrievalResult
 
 RETRIEVAL_LOGGER = "hpoq.core.retrieval"
@@ -36,11 +38,14 @@ def retrieve(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
-    """Find the best trial of each backbone: MLflow first, then Optuna, then disk."""
+    """Find the best trial of each backbone: MLflow first, then Optuna, then disk; and
+    where its checkpoint is (this host's folder, the MLflow artifact store)."""
     from hpoq.config.loader import load_experiment
-    from hpoq.core.retrieval import retrieve_best_trials
+    from hpoq.core.checkpoint_location import locate_checkpoints, retrieval_document
+    from hpoq.core.retrieval import mlflow_was_down, retrieve_best_trials
     from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
+    from hpoq.core.tracking import make_client
 
     with exit_codes(as_json):
         experiment = load_experiment(path)
@@ -48,8 +53,11 @@ def retrieve(
         use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)  # MLflow down: fall back fast
         with _warnings_not_logged():
             result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
+            client = None if mlflow_was_down(result) else make_client(runtime.mlflow_uri())
+            checkpoints = locate_checkpoints(result, runtime.layout, client)
     metric = experiment.selection.objective.metric
-    emit(as_json, result.model_dump(mode="json"), lambda: _render(result, metric))
+    document = retrieval_document(result, checkpoints)
+    emit(as_json, document, lambda: _render(result, metric, checkpoints))
 
 
 @contextmanager
@@ -67,26 +75,34 @@ def _warnings_not_logged() -> Iterator[None]:
         log.propagate = propagate
 
 
-def _render(result: RetrievalResult, metric: str) -> None:
-    from rich.table import Table
-
+def _render(
+    result: RetrievalResult, metric: str, checkpoints: dict[str, CheckpointLocation]
+) -> None:
     for warning in result.warnings:
         stderr.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    table = Table(title=f"best trials ({result.scope.value})")
-    for column in ("backbone", "variant", "study", "trial", metric, "source"):
-        table.add_column(
-            escape(column), justify="right" if column in ("variant", "trial", metric) else "left"
-        )
+    table = new_table(
+        "backbone",
+        "variant",
+        "study",
+        "trial",
+        metric,
+        "source",
+        "checkpoint",
+        title=f"best trials ({result.scope.value})",
+        right=("variant", "trial", metric),
+    )
     for best in result.best:
+        where = checkpoints.get(best.trial_id)
         table.add_row(
-            escape(best.backbone),
+            cell(best.backbone),
             str(best.variant),
-            escape(best.study_name),
+            cell(best.study_name),
             str(best.trial_number),
             f"{best.value:.6g}",
             best.source,
+            cell((where and (where.local_path or where.artifact_uri)) or "-"),
         )
     if result.best:
-        stdout.print(table)
+        print_table(stdout, table)
     if result.missing:
         stdout.print(f"[yellow]no COMPLETE trial[/] for: {escape(', '.join(result.missing))}")

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
 from hpoq.producer.output import emit, exit_codes, fail, fail_each, stderr, stdout
+from hpoq.producer.tables import cell, new_table, number, print_table
 
 
 def run_command(
@@ -29,13 +30,13 @@ def run_command(
     as_json: JsonOption = False,
 ) -> None:
     """Run the sweep and its benchmarks on this machine, then print the results."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from hpoq.config.loader import load_experiment
     from hpoq.config.run_mode import parse_run_mode
     from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.producer.local_run import run_experiment
+    from hpoq.producer.progress_display import run_display
+    from hpoq.producer.report.build import default_report_path
     from hpoq.producer.signals import Interrupted, StopSignals
 
     with exit_codes(as_json):
@@ -44,17 +45,8 @@ def run_command(
             parse_run_mode(run_mode, field="--run-mode")
         runtime = Runtime.from_settings()
         use_mlflow_http_policy(MlflowHttpPolicy.WORKER)  # the workers inherit it
-        bars: dict[str, Any] = {}
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
-        with (
-            StopSignals() as signals,
-            Progress(*columns, console=stderr, transient=False) as progress,
-        ):
-
-            def show(label: str, done: int, total: int) -> None:
-                if label not in bars:
-                    bars[label] = progress.add_task(label, total=total)
-                progress.update(bars[label], completed=done, total=total)
+        report_path = default_report_path(runtime, experiment)
+        with StopSignals() as signals, run_display(stdout, stderr) as events:
 
             def announce(message: str) -> None:
                 stderr.print(f"[yellow]{escape(message)}[/]", highlight=False)
@@ -65,9 +57,10 @@ def run_command(
                     runtime,
                     workers=workers,
                     mode_override=run_mode,
-                    progress=show,
+                    events=events,
                     signals=signals,
                     announce=announce,
+                    report_path=str(report_path),
                 )
             except Interrupted as exc:
                 fail(
@@ -76,63 +69,103 @@ def run_command(
                     kind="interrupted",
                     as_json=as_json,
                 )
+        html = _write_report(experiment, runtime, report_path)
+    document = report.to_json() | {"report": html}
 
     def render() -> None:
-        from rich.table import Table
-
         for message in report.warnings:
-            stderr.print(f"[yellow]warning:[/] {message}", highlight=False)
+            stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
         if not report.new_work:
             stdout.print(
                 "nothing new to do: every variant is complete and every best trial is benchmarked"
             )
-        metric = experiment.hpo.objective.metric
-        best = Table("backbone", "variant", "trial", metric, "source", title="best trials")
-        for t in report.best_trials:
-            best.add_row(
-                t["backbone"],
-                t["study_name"],
-                str(t["trial_number"]),
-                f"{t['value']:.4f}",
-                t["source"],
-            )
-        stdout.print(best)
+        _render_best(report.best_trials, experiment.hpo.objective.metric)
         if report.missing:
             stdout.print(f"no trials: {', '.join(report.missing)}", highlight=False)
-        bench = Table(
-            "backbone",
-            "variant",
-            "trial",
-            "precision",
-            "padding",
-            "batch",
-            "p50 ms",
-            "p95 ms",
-            "sentences/s",
-            title="benchmarks",
-        )
-        for row in report.benchmarks:
-            for e in row.get("entries", []) or [{}]:
-                bench.add_row(
-                    row["backbone"],
-                    row["study_name"],
-                    str(row["trial"]),
-                    str(e.get("precision", "-")),
-                    str(e.get("padding") or "-"),
-                    str(e.get("batch_size", "-")),
-                    _num(e.get("latency_p50_ms")),
-                    _num(e.get("latency_p95_ms")),
-                    _num(e.get("throughput_sentences_per_s")),
-                )
-        stdout.print(bench)
+        _render_benchmarks(report.benchmarks)
+        _render_report(html)
 
     if report.succeeded:
-        emit(as_json, report.to_json(), render)
+        emit(as_json, document, render)
         return
     if not as_json:
         render()
     messages = [_describe(failure) for failure in report.failures]
-    fail_each(messages, as_json=as_json, document=report.to_json())
+    fail_each(messages, as_json=as_json, document=document)
+
+
+def _write_report(experiment: Any, runtime: Any, path: Path) -> dict[str, Any]:
+    """Write the HTML report and log it to MLflow; a failure is a warning, not the run's."""
+    from hpoq.producer.report.build import write_report
+
+    try:
+        return write_report(experiment, runtime, path).to_json()
+    except Exception as exc:
+        return {"path": None, "artifact_uri": None, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _render_report(html: dict[str, Any]) -> None:
+    if html.get("path"):
+        stdout.print(f"report: {escape(html['path'])}", highlight=False)
+    if html.get("artifact_uri"):
+        stdout.print(f"report in MLflow: {escape(html['artifact_uri'])}", highlight=False)
+    for problem in [html.get("error"), html.get("mlflow_error")]:
+        if problem:
+            stderr.print(f"[yellow]warning:[/] report: {escape(problem)}", highlight=False)
+
+
+def _render_best(best_trials: list[dict[str, Any]], metric: str) -> None:
+    best = new_table(
+        "backbone",
+        "variant",
+        "trial",
+        metric,
+        "source",
+        title="best trials",
+        right=("trial", metric),
+    )
+    for t in best_trials:
+        best.add_row(
+            cell(t["backbone"]),
+            cell(t["study_name"]),
+            str(t["trial_number"]),
+            f"{t['value']:.4f}",
+            t["source"],
+        )
+    print_table(stdout, best)
+
+
+BENCHMARK_NUMBERS = ("batch", "timed", "p50 ms", "p95 ms", "p99 ms", "sentences/s", "peak MiB")
+
+
+def _render_benchmarks(rows: list[dict[str, Any]]) -> None:
+    bench = new_table(
+        "backbone",
+        "variant",
+        "trial",
+        "precision",
+        "padding",
+        *BENCHMARK_NUMBERS,
+        title="benchmarks",
+        right=BENCHMARK_NUMBERS,
+    )
+    for row in rows:
+        for e in row.get("entries", []) or [{}]:
+            bench.add_row(
+                cell(row["backbone"]),
+                cell(row["study_name"]),
+                str(row["trial"]),
+                str(e.get("precision", "-")),
+                str(e.get("padding") or "-"),
+                str(e.get("batch_size", "-")),
+                str(e.get("iterations", "-")),
+                number(e.get("latency_p50_ms")),
+                number(e.get("latency_p95_ms")),
+                number(e.get("latency_p99_ms")),
+                number(e.get("throughput_sentences_per_s"), 1),
+                number(e.get("peak_memory_mb"), 1),
+            )
+    print_table(stdout, bench)
 
 
 def _describe(failure: dict[str, Any]) -> str:
@@ -140,7 +173,3 @@ def _describe(failure: dict[str, Any]) -> str:
         f"{failure['message']}; first worker error: {failure['error']} "
         f"(worker logs: {failure['logs']})"
     )
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"

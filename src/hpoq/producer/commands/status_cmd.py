@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from hpoq.producer.commands.submit_cmd import JsonOption
 from hpoq.producer.output import emit, exit_codes, stdout
+from hpoq.producer.tables import cell, new_table, print_table
 
 
 def status(
@@ -28,39 +30,62 @@ def status(
         experiment = load_experiment(experiment_path) if experiment_path else None
         runtime = Runtime.from_settings()
         use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)
-        services = open_services(runtime, start_embedded=False)
+        services = open_services(runtime, start_embedded=False, snapshot=True)
         try:
             report = cluster_status(services, experiment)
         finally:
             services.close()
+            if services.embedded is not None:
+                services.embedded.stop()  # the snapshot this command started
 
     def render() -> None:
-        from rich.table import Table
-
+        _render_where(report["where"])
         queues = ", ".join(f"{q}: {n}" for q, n in report["queues"].items())
         stdout.print(f"queues: {queues}", highlight=False)
-        workers = Table("worker", "job", "what", title="workers")
+        workers = new_table("worker", "job", "what", title="workers")
         for name, tasks in report["workers"].items():
             for task in tasks or [{}]:
                 what = task.get("benchmark_key") or task.get("study_name") or "idle"
-                workers.add_row(name, str(task.get("job_id") or "-"), str(what))
-        stdout.print(workers)
+                workers.add_row(cell(name), cell(task.get("job_id") or "-"), cell(what))
+        if report["workers"]:
+            print_table(stdout, workers)
+        else:
+            stdout.print("workers: none answered")
         stdout.print(f"benchmarks in flight: {len(report['benchmarks_in_flight'])}")
         if report["variants"]:
-            table = Table("backbone", "variant", "finished", "running", "failed", "n_trials")
+            numbers = ("finished", "running", "failed", "n_trials")
+            table = new_table("backbone", "variant", *numbers, right=numbers)
             for v in report["variants"]:
                 table.add_row(
-                    v["backbone"],
-                    v["study_name"],
+                    cell(v["backbone"]),
+                    cell(v["study_name"]),
                     str(v["finished"]),
                     str(v["running"]),
                     str(v["failed"]),
                     str(v["n_trials"]),
                 )
-            stdout.print(table)
+            print_table(stdout, table)
         stdout.print(
             f"failed jobs: {len(report['failed_jobs'])}; "
             f"failed benchmarks: {len(report['failed_benchmarks'])}"
         )
 
     emit(as_json, report, render)
+
+
+def _render_where(where: dict[str, Any]) -> None:
+    if where["redis_source"] == "snapshot":
+        stdout.print(
+            "no embedded Redis is running: read from a copy of what the last run left",
+            highlight=False,
+        )
+    for label, key in (
+        ("redis", "redis"),
+        ("outputs", "outputs"),
+        ("worker logs", "worker_logs"),
+        ("MLflow", "mlflow"),
+        ("studies", "studies"),
+        ("report", "report"),
+    ):
+        if where.get(key):
+            stdout.print(f"{label}: {escape(str(where[key]))}", highlight=False)

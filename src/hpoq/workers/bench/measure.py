@@ -1,18 +1,20 @@
 """Time batches of a loaded model: warm-up, timed iterations, memory peak, OOM as a result.
 
-Per timed batch the clock covers the host-to-device copy and the forward pass, with the
-device synchronised before and after on CUDA (kernels run asynchronously); tokenisation
-and padding happen outside it. Every batch holds `batch_size` test sentences, shaped by
-the entry's padding (`BenchmarkPadding`): `sorted` cuts the sentences in length order
-into batches padded to their longest and visits them in a fixed shuffled order (so the
-first iterations are not all short sentences); `fixed` takes consecutive sentences and
-pads every batch to the truncation length. Batches cycle when the iterations outnumber them.
+Each entry times at least `iterations` batches and, with `min_seconds`, goes on until the
+timed batches add up to that long (a fast batch size gets enough samples for its p99 to be
+a tail, not the slowest of a few). Per timed batch the clock covers the host-to-device
+copy and the forward pass, with the device synchronised before and after on CUDA (kernels
+run asynchronously); tokenisation and padding happen outside it. Every batch holds
+`batch_size` test sentences, shaped by the entry's padding (`BenchmarkPadding`): `sorted`
+cuts the sentences in length order into batches padded to their longest and visits them
+in a fixed shuffled order (so the first iterations are not all short sentences); `fixed`
+takes consecutive sentences and pads every batch to the truncation length. Batches cycle
+when the iterations outnumber them.
 """
 
 from __future__ import annotations
 
 import random
-import resource
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -40,15 +42,17 @@ def measure_batch_size(
     device: torch.device,
     padding: BenchmarkPadding = BenchmarkPadding.SORTED,
     max_length: int | None = None,
+    min_seconds: float = 0.0,
 ) -> BenchmarkEntry:
     """One entry; an out-of-memory error becomes status 'oom' instead of an exception.
-    `max_length` is the width of `fixed` batches (the truncation length)."""
+    `max_length` is the width of `fixed` batches (the truncation length). Peak memory is
+    the CUDA allocator's; on a CPU it is not measured (None)."""
     cuda = device.type == "cuda"
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    rss_before = _peak_rss_mb()
     latencies: list[float] = []
+    measured_s = 0.0
     sentences = tokens = 0
     try:
         if padding is BenchmarkPadding.FIXED:
@@ -61,7 +65,7 @@ def measure_batch_size(
             _forward(model, next(batches), device)
         if cuda:
             torch.cuda.synchronize(device)
-        for _ in range(iterations):
+        while len(latencies) < iterations or measured_s < min_seconds:
             batch = next(batches)
             sentences += batch["input_ids"].shape[0]
             tokens += int(batch["attention_mask"].sum())
@@ -69,7 +73,9 @@ def measure_batch_size(
             _forward(model, batch, device)
             if cuda:
                 torch.cuda.synchronize(device)
-            latencies.append((time.perf_counter() - started) * 1000.0)
+            elapsed = time.perf_counter() - started
+            latencies.append(elapsed * 1000.0)
+            measured_s += elapsed
     except (torch.cuda.OutOfMemoryError, RuntimeError) as exc:
         if not is_out_of_memory(exc):
             raise
@@ -84,16 +90,15 @@ def measure_batch_size(
             error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
         )
     seconds = sum(latencies) / 1000.0
-    if cuda:
-        peak: float | None = torch.cuda.max_memory_allocated(device) / 2**20
-    else:
-        peak = max(0.0, _peak_rss_mb() - rss_before)
+    # A CPU has no allocator peak to read: the growth of the process's peak RSS was a lower
+    # bound that stayed 0 once an earlier peak was higher, so nothing is reported instead.
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
     return BenchmarkEntry(
         precision=precision,
         padding=padding,
         batch_size=batch_size,
         status="ok",
-        iterations=iterations,
+        iterations=len(latencies),
         latency_ms=summarise(latencies),
         throughput_sentences_per_s=sentences / seconds if seconds > 0 else None,
         throughput_tokens_per_s=tokens / seconds if seconds > 0 else None,
@@ -137,8 +142,3 @@ def _sorted_batches(
     while True:
         for batch in batches:
             yield collate([encoded[i] for i in batch], pad_id)
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is in KiB on Linux (the platform the workers run on).
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -10,8 +10,9 @@ from hpoq.config.base import Precision
 from hpoq.config.benchmark import BenchmarkPadding
 
 EntryStatus = Literal["ok", "oom"]
-# How peak memory was measured: CUDA allocator peak, growth of the process's peak RSS
-# (a lower bound: it stays 0 when an earlier peak was higher), or not at all.
+# How peak memory was measured: CUDA allocator peak, or not at all (a CPU: peak_memory_mb
+# None). "rss_peak_delta" (the growth of the process's peak RSS, a lower bound that stayed
+# 0 once an earlier peak was higher) is what results measured before were labelled.
 MemoryKind = Literal["cuda_max_allocated", "rss_peak_delta", "none"]
 
 
@@ -37,7 +38,7 @@ class BenchmarkEntry(_Frozen):
     padding: BenchmarkPadding
     batch_size: int = Field(ge=1)
     status: EntryStatus
-    iterations: int = Field(ge=0)  # timed batches (warm-up excluded)
+    iterations: int = Field(ge=0)  # timed batches (warm-up excluded): `iterations` or more
     latency_ms: LatencySummary | None = None
     throughput_sentences_per_s: float | None = None
     throughput_tokens_per_s: float | None = None  # non-pad tokens, special tokens included

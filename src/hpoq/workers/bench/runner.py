@@ -68,6 +68,7 @@ def run_inference_benchmark(
                         target,
                         padding=padding,
                         max_length=max_length,
+                        min_seconds=benchmark.min_measure_seconds,
                     )
                 )
         del model, loaded
@@ -81,7 +82,7 @@ def run_inference_benchmark(
         torch_version=str(torch.__version__),
         transformers_version=str(transformers.__version__),
         precisions=list(benchmark.precisions),
-        memory_kind="cuda_max_allocated" if cuda else "rss_peak_delta",
+        memory_kind="cuda_max_allocated" if cuda else "none",
         max_seq_length=max_length,
         model_parameters=parameters,
         config=benchmark.fingerprint_payload(),
