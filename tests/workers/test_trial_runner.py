@@ -159,7 +159,7 @@ def _runs_of_trial(ctx, experiment, number: int) -> list[str]:  # type: ignore[n
 
 def test_a_run_opened_by_a_worker_that_died_before_recording_it_is_failed(setup) -> None:  # type: ignore[no-untyped-def]
     from hpoq.core.trial_record import TrialRecord
-    from hpoq.workers.trial_tracking import start_trial_run
+    from hpoq.core.trial_tracking import start_trial_run
 
     experiment, runtime, ctx, jobs = setup
     store = runtime.study_store(experiment.hpo.checkpoint)

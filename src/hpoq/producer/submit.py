@@ -151,7 +151,7 @@ class Submitter:
         self, client: MlflowClient, ref: VariantRef
     ) -> Callable[[FrozenTrial, str], None]:
         from hpoq.core.tracking import artifact_root, ensure_experiment
-        from hpoq.workers.trial_tracking import lost_trial_recorder
+        from hpoq.core.trial_tracking import lost_trial_recorder
 
         name = self.experiment.hpo_experiment_name
         return lost_trial_recorder(

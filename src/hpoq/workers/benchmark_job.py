@@ -207,7 +207,7 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     from mlflow.entities import Metric, Param
 
     from hpoq.core.retry import retry_call
-    from hpoq.workers.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import _transient_errors
 
     client = ctx.mlflow
     tags = _tags(job, ctx) | {"hpoq.device": result.device, "hpoq.device_name": result.device_name}

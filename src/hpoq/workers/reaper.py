@@ -69,7 +69,7 @@ def reap_stale_trials(
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         try:
             if mlflow is not None and run_id:
-                from hpoq.workers.trial_tracking import fail_run
+                from hpoq.core.trial_tracking import fail_run
 
                 fail_run(mlflow, str(run_id), LOST_REASON, error_tag)
             elif record_lost is not None and not run_id:

@@ -38,11 +38,11 @@ from hpoq.core.optuna_setup import (
 )
 from hpoq.core.paths import OutputLayout
 from hpoq.core.trial_record import TrialRecord, write_metrics_file
+from hpoq.core.trial_tracking import finish_trial_run, lost_trial_recorder, start_trial_run
 from hpoq.core.variants import VariantRef
 from hpoq.workers.context import WorkerContext, lease_seconds
 from hpoq.workers.deliveries import max_deliveries, record_delivery, root_job_id
 from hpoq.workers.reaper import Reaped, reap_stale_trials
-from hpoq.workers.trial_tracking import finish_trial_run, lost_trial_recorder, start_trial_run
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -227,7 +227,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             **record_base,
         )
         if error or (state is TrialState.COMPLETE and final_state != "COMPLETE"):
-            from hpoq.workers.trial_tracking import fail_run
+            from hpoq.core.trial_tracking import fail_run
 
             reason = error or "reaped while it ran: its claim lapsed"
             fail_run(ctx.mlflow, run_id, reason, job.experiment.tags.benchmark.error)
