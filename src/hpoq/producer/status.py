@@ -1,4 +1,5 @@
-"""`hpoq status`: queues, workers, benchmarks in flight, trial counts, failures.
+"""`hpoq status`: queues, workers, benchmarks in flight, trial counts, failures and dead
+letters.
 
 Reads Redis, Celery's control channel and the Optuna storage only: it works from a
 machine that has just the producer installed.
@@ -14,6 +15,7 @@ from hpoq.core.variants import base_study_name
 from hpoq.producer.services import Services
 
 INSPECT_TIMEOUT_S = 1.0
+RECENT_DEAD_LETTERS = 10
 
 
 def _queues(services: Services) -> dict[str, int]:
@@ -73,6 +75,13 @@ def _variants(services: Services, experiment: Experiment) -> list[dict[str, Any]
     return rows
 
 
+def _dead_letters(services: Services) -> dict[str, Any]:
+    from hpoq.core.coordination.dead_letters import DeadLetters
+
+    letters = DeadLetters(services.redis)
+    return {"count": letters.count(), "recent": letters.recent(RECENT_DEAD_LETTERS)}
+
+
 def cluster_status(services: Services, experiment: Experiment | None = None) -> dict[str, Any]:
     failed_jobs = services.redis.hgetall(services.keys.failed_jobs())
     failed_benchmarks = services.redis.hkeys(services.keys.failed_benchmarks())
@@ -84,4 +93,5 @@ def cluster_status(services: Services, experiment: Experiment | None = None) -> 
         "variants": _variants(services, experiment) if experiment is not None else [],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
+        "dead_letters": _dead_letters(services),
     }

@@ -1,10 +1,12 @@
 """Celery tasks: validate the payload, bound deliveries, call the plain job function.
 
-Loaded only inside worker processes (through the app's `include`).
+Loaded only inside worker processes (through the app's `include`). The main process also
+records the messages Celery refuses (dead_letter_signals.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -21,6 +23,7 @@ from hpoq.core.jobs import (
     parse_job,
 )
 from hpoq.errors import InputError
+from hpoq.workers import dead_letter_signals
 from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
 from hpoq.workers.context import WorkerContext
 
@@ -91,11 +94,19 @@ from hpoq.workers.worker_app import app  # noqa: E402 - tasks register on the wo
 
 
 def _parse(task: Task, payload: Any, model: type[J]) -> J | None:
-    """The job, or None for a malformed payload: rejected, logged, never executed or retried."""
+    """The job, or None for a malformed payload: rejected, logged, dead-lettered, never
+    executed or retried."""
     try:
         return parse_job(payload, model)
     except InputError as exc:
         log.error("rejected job %s: %s", task.request.id, exc)
+        queue = (task.request.delivery_info or {}).get("routing_key") or "?"
+        dead_letter_signals.record(
+            task.app.conf.broker_url,
+            f"invalid job payload: {exc}",
+            str(queue),
+            json.dumps(payload, default=str),
+        )
         return None
 
 

@@ -23,4 +23,4 @@ def _broker_url() -> str:
     return resolved
 
 
-app = create_app(_broker_url())
+app = create_app(_broker_url(), consumer=True)

@@ -2,6 +2,13 @@
 
 A namespace separates deployments that share one Redis (a different Optuna storage or
 output directory gets different counters). Keys without a TTL say why.
+
+Keys that hpoq does not build, listed so that nothing in Redis goes unexplained:
+- the queues `hpo` and `benchmark` and kombu's `unacked`, `unacked_index` and
+  `unacked_mutex`: kombu's own, emptied as jobs are acknowledged (a queue is a list that
+  exists only while it holds messages); `_kombu.binding.*`: kombu's routing table, one
+  small set per exchange, declared again by every worker that starts;
+- `celery-task-meta-<job id>`: Celery's results, expiring after `result_expires` (7 days).
 """
 
 from __future__ import annotations
@@ -14,6 +21,16 @@ DAY_S = 24 * 3600
 # Budget and job bookkeeping lives as long as a sweep may plausibly be resumed.
 BOOKKEEPING_TTL_S = 30 * DAY_S
 DELIVERY_COUNTER_TTL_S = 7 * DAY_S
+# Dead letters: the newest DEAD_LETTER_LIMIT are kept, for a week after the latest one.
+DEAD_LETTER_TTL_S = 7 * DAY_S
+DEAD_LETTER_LIMIT = 1000
+
+# Messages that no worker could take off a queue. Not namespaced: the queues they came
+# from are shared by every deployment on the Redis, so are they. A list, newest first,
+# trimmed to DEAD_LETTER_LIMIT; it and its counter expire DEAD_LETTER_TTL_S after the
+# latest dead letter.
+DEAD_LETTERS = "hpoq:dead-letters"
+DEAD_LETTER_COUNT = "hpoq:dead-letters:count"
 
 
 def namespace_for(storage_identity: str) -> str:

@@ -55,9 +55,14 @@ def status(
                     str(v["n_trials"]),
                 )
             stdout.print(table)
+        letters = report["dead_letters"]
         stdout.print(
             f"failed jobs: {len(report['failed_jobs'])}; "
-            f"failed benchmarks: {len(report['failed_benchmarks'])}"
+            f"failed benchmarks: {len(report['failed_benchmarks'])}; "
+            f"dead letters: {letters['count']}",
+            highlight=False,
         )
+        for letter in letters["recent"][:3]:
+            stdout.print(f"  {letter['queue']}: {letter['reason']}", highlight=False)
 
     emit(as_json, report, render)
