@@ -108,3 +108,14 @@ def task_outcome(client: redis.Redis, task_id: str) -> dict[str, Any] | None:
     """What the task returned once it succeeded (a retry stores RETRY first), else None."""
     meta = task_result(client, task_id)
     return meta["result"] if meta and meta["status"] == "SUCCESS" else None
+
+
+def hpoq_keys_without_ttl(client: redis.Redis) -> list[str]:
+    """hpoq's keys that would live for ever, other than those keys.py says must."""
+    from hpoq.core.coordination.keys import KEYS_WITHOUT_TTL
+
+    return [
+        str(key)
+        for key in client.scan_iter("hpoq:*")
+        if client.ttl(key) == -1 and str(key).split(":")[2] not in KEYS_WITHOUT_TTL
+    ]

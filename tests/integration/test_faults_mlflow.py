@@ -2,14 +2,15 @@
 
 In process (the test plays the worker) with a client that fails on demand, as a tracking
 server that went away looks to its client: a short outage is absorbed by bounded retries
-on the same run; a long one ends in a clear failure that `--run-mode resume_if_incomplete`
-(trials) or `hpoq benchmark retry-failed` (benchmarks) recovers. Never two FINISHED runs
+on the same run; a long one ends in a clear failure: a failed trial is replaced by itself,
+a failed benchmark is recovered by `hpoq benchmark retry-failed`. Never two FINISHED runs
 for one trial or one key.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ def test_a_short_outage_mid_trial_is_retried_and_the_trial_counts_once(
 
 
 @pytest.mark.parametrize("when", ["at_start", "mid_trial"])
-def test_a_long_outage_fails_the_trial_and_resume_if_incomplete_tops_it_up(
+def test_a_long_outage_fails_the_trial_and_its_replacement_tops_it_up(
     world: World, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     flaky = world.flaky()
@@ -77,28 +78,31 @@ def test_a_long_outage_fails_the_trial_and_resume_if_incomplete_tops_it_up(
     else:
         patch_objective(monkeypatch, lambda: setattr(flaky, "down", True))
     flaky.calls.clear()
-    with pytest.raises((MlflowException, ServiceError)):
-        execute_trial(jobs[1], world.ctx)
+    outcome = execute_trial(jobs[1], world.ctx)
+    assert outcome.status == "failed" and "MLflow" in (outcome.error or "")
     if when == "mid_trial":
         assert flaky.calls["log_batch"] == ATTEMPTS  # bounded, then a clear failure
-    # The trial did not count: FAIL in Optuna, its slot free, no FINISHED run for it.
+    # The trial did not count: FAIL in Optuna, its slot free, no FINISHED run for it, and
+    # its replacement pending (the worker's task sends it).
     [failed] = trials(world.runtime, world.experiment, State.FAIL)
     assert len(trials(world.runtime, world.experiment, State.COMPLETE)) == 1
     budget = budget_state(world.redis, world.runtime)
     assert budget.claims == {} and budget.finished == {jobs[0].job_id}
+    assert outcome.replacement == f"{jobs[1].job_id}.r1"
+    assert set(budget.pending) == {outcome.replacement}
     assert execute_trial(jobs[1], world.ctx).status == "already_done"  # a redelivery
-    assert not (
-        world.runtime.layout.trial_dir("tiny", "hpo_tiny", failed.number) / "metrics.json"
-    ).exists()
+    record = world.runtime.layout.trial_dir("tiny", "hpo_tiny", failed.number) / "metrics.json"
+    assert json.loads(record.read_text())["state"] == "FAIL"
 
     flaky.down = False  # MLflow is back
-    [resumed] = world.submit("resume_if_incomplete")
-    assert execute_trial(resumed, world.ctx).status == "completed"
+    replacement = jobs[1].model_copy(update={"job_id": outcome.replacement})
+    done = execute_trial(replacement, world.ctx)
+    assert done.status == "completed" and done.variant_complete
     assert len(trials(world.runtime, world.experiment, State.COMPLETE)) == 2
-    done = finished(_hpo_runs(world))
-    assert len(done) == 2
-    assert len({r.data.tags["hpoq.trial_number"] for r in done}) == 2
-    assert failed.number not in {int(r.data.tags["hpoq.trial_number"]) for r in done}
+    finished_runs = finished(_hpo_runs(world))
+    assert len(finished_runs) == 2
+    assert len({r.data.tags["hpoq.trial_number"] for r in finished_runs}) == 2
+    assert failed.number not in {int(r.data.tags["hpoq.trial_number"]) for r in finished_runs}
 
 
 def _measured_world(world: World) -> Any:

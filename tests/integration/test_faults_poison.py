@@ -19,7 +19,15 @@ from hpoq.core.runtime import Runtime
 from hpoq.workers.celery_app import create_app
 from tests.factories import write_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for
-from tests.integration.probes import State, finished, hpoq_json, quiet, runs, trials
+from tests.integration.probes import (
+    State,
+    finished,
+    hpoq_json,
+    hpoq_keys_without_ttl,
+    quiet,
+    runs,
+    trials,
+)
 from tests.queue_messages import poison_messages, raw_messages
 
 pytestmark = pytest.mark.slow
@@ -86,3 +94,4 @@ def test_a_worker_survives_every_poison_message_then_runs_a_sweep(
     assert max(len(entry["head"].encode()) for entry in recent) <= 3 * 256
     assert status["dead_letters"]["count"] == expected
     assert len(trials(runtime, load_experiment(path), State.COMPLETE)) == 2
+    assert hpoq_keys_without_ttl(real_redis) == []

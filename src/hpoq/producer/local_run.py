@@ -44,6 +44,7 @@ class RunReport:
     trials_enqueued: int = 0
     benchmarks_enqueued: int = 0
     warnings: list[str] = field(default_factory=list)
+    stopped: list[dict[str, Any]] = field(default_factory=list)  # variants short of n_trials
 
     @property
     def new_work(self) -> bool:
@@ -60,6 +61,7 @@ class RunReport:
             "trials_enqueued": self.trials_enqueued,
             "benchmarks_enqueued": self.benchmarks_enqueued,
             "warnings": self.warnings,
+            "stopped": self.stopped,
         }
 
 
@@ -99,7 +101,10 @@ def run_experiment(
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):
             pool.start()
-            _wait_for_trials(experiment, runtime, services, plan, pool, progress, deadline)
+            report.stopped = _wait_for_trials(
+                experiment, runtime, services, plan, pool, progress, deadline
+            )
+            report.warnings += [f"{v['study_name']}: {v['reason']}" for v in report.stopped]
         dispatched, _, warnings = benchmark_experiment(
             experiment, services, mode_override=mode_override
         )
@@ -148,31 +153,42 @@ def _wait_for_trials(
     pool: LocalWorkers,
     progress: Progress | None,
     deadline: float | None,
-) -> None:
+) -> list[dict[str, Any]]:
+    """Until every variant has finished, however it finished; returns those that stopped
+    short of n_trials, with the reason."""
     from hpoq.core.coordination.budget import TrialBudget
+    from hpoq.core.variant_state import variant_progress
 
     n = experiment.hpo.n_trials
     budget = TrialBudget(services.redis, services.keys)
+    store = runtime.study_store(experiment.hpo.checkpoint)
+    stopped: list[dict[str, Any]] = []
     waiting = list(plan)
     while waiting:
         for result in list(waiting):
-            done = _variant_finished(experiment, runtime, result)
-            label = f"{result.backbone} {result.study_name}"
-            if progress:
-                progress(label, min(done, n), n)
+            study = store.load(VariantRef(result.backbone, result.variant, result.study_name))
             status = budget.status(
                 study_key_hash(result.backbone, result.study_name),
                 lost_after_s=experiment.hpo.stale_trial_grace_seconds,
             )
-            if done >= n:
+            state = variant_progress(
+                [] if study is None else study.get_trials(deepcopy=False), experiment.hpo, status
+            )
+            label = f"{result.backbone} {result.study_name}"
+            if progress:
+                progress(label, min(state.finished, n), n)
+            if state.over:
                 waiting.remove(result)
-            elif status.pending == 0 and status.running == 0:
-                # Nothing queued or running and still short: trials failed or were given up.
-                log.warning("%s stopped at %d of %d trials", label, done, n)
-                waiting.remove(result)
+                if state.reason:
+                    log.warning("%s %s", label, state.reason)
+                    stopped.append(
+                        {"backbone": result.backbone, "study_name": result.study_name}
+                        | state.to_json()
+                    )
         if waiting:
             _check(pool, deadline)
             time.sleep(POLL_S)
+    return stopped
 
 
 def _wait_for_benchmarks(

@@ -7,13 +7,14 @@ input leaves nothing behind: no allocated number, no study, no job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_run_mode
+from hpoq.core.coordination.active_variants import ActiveVariants
 from hpoq.core.coordination.budget import TrialBudget
 from hpoq.core.coordination.keys import RedisKeys
 from hpoq.core.coordination.variant_counter import VariantCounter
@@ -28,11 +29,9 @@ from hpoq.core.variants import VariantRef, base_study_name, variant_study_name
 from hpoq.errors import InputError, ServiceError
 
 if TYPE_CHECKING:
-    import optuna
     import redis
     from celery import Celery
     from mlflow.tracking import MlflowClient
-    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 ENQUEUE_LOCK_TIMEOUT_S = 60
@@ -85,6 +84,7 @@ class Submitter:
         self.store: StudyStore = runtime.study_store(experiment.hpo.checkpoint)
         self.counter = VariantCounter(redis_client, keys)
         self.budget = TrialBudget(redis_client, keys)
+        self.variants = ActiveVariants(redis_client, keys)
 
     def submit(
         self, *, mode_override: str | RunMode | None = None, backbones: Sequence[str] | None = None
@@ -107,8 +107,6 @@ class Submitter:
         complete = False
         if latest is not None:
             study = self.store.load(latest)
-            if study is not None:
-                self._reap(study, latest)
             complete = study is not None and count_finished(study) >= hpo.n_trials
         action = decide(
             mode,
@@ -126,39 +124,6 @@ class Submitter:
         job_ids = self._enqueue_missing(ref)
         return SubmitResult(
             backbone, ref.study_name, ref.variant, action.value, len(job_ids), job_ids
-        )
-
-    def _reap(self, study: optuna.Study, ref: VariantRef) -> None:
-        """Fail the trials of workers that died (their claims lapsed) before counting, so a
-        stopped sweep never leaves a trial RUNNING forever."""
-        from hpoq.workers.context import lease_seconds
-        from hpoq.workers.reaper import reap_stale_trials
-
-        reap_stale_trials(
-            study,
-            study_key_hash(ref.backbone, ref.study_name),
-            self.budget,
-            grace_s=self.experiment.hpo.stale_trial_grace_seconds,
-            min_age_s=lease_seconds(),
-            mlflow=self.mlflow,
-            error_tag=self.experiment.tags.benchmark.error,
-            record_lost=None
-            if self.mlflow is None
-            else self._lost_trial_recorder(self.mlflow, ref),
-        )
-
-    def _lost_trial_recorder(
-        self, client: MlflowClient, ref: VariantRef
-    ) -> Callable[[FrozenTrial, str], None]:
-        from hpoq.core.tracking import artifact_root, ensure_experiment
-        from hpoq.core.trial_tracking import lost_trial_recorder
-
-        name = self.experiment.hpo_experiment_name
-        return lost_trial_recorder(
-            client,
-            lambda: ensure_experiment(client, name, artifact_root(self.runtime.layout)),
-            self.experiment,
-            ref,
         )
 
     def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:
@@ -187,7 +152,7 @@ class Submitter:
         hpo = self.experiment.hpo
         study_key = study_key_hash(ref.backbone, ref.study_name)
         lock = self.redis.lock(
-            f"{self.keys.budget_pending(study_key)}:lock",
+            self.keys.enqueue_lock(study_key),
             timeout=ENQUEUE_LOCK_TIMEOUT_S,
             blocking_timeout=ENQUEUE_LOCK_TIMEOUT_S,
         )
@@ -199,7 +164,10 @@ class Submitter:
             missing = max(0, hpo.n_trials - finished - status.pending)
             jobs = [self._job(ref) for _ in range(missing)]
             job_ids = [job.job_id for job in jobs]
-            self.budget.add_pending(study_key, job_ids)
+            # The reaper watches the variant from now on (a failed or lost trial is replaced
+            # from this job), and the jobs are pending before they are sent.
+            template = jobs[0] if jobs else self._job(ref)
+            self.variants.register(study_key, template.model_dump_json(), job_ids)
             sent: list[str] = []
             try:
                 for job in jobs:

@@ -1,7 +1,8 @@
 """Celery tasks: validate the payload, bound deliveries, call the plain job function.
 
-Loaded only inside worker processes (through the app's `include`). The main process also
-records the messages Celery refuses (dead_letter_signals.py).
+Loaded only inside worker processes (through the app's `include`). Every pool process
+also runs the reaper (reaper_thread.py); the main process records the messages Celery
+refuses (dead_letter_signals.py).
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def _fresh_child(**_: Any) -> None:
 
     _in_pool_process["yes"] = True
     freeze_loaded_objects()
+    _start_reaper()
+
+
+def _start_reaper() -> None:
+    from hpoq.core.reaper import Reaper
+    from hpoq.workers.context import lease_seconds
+    from hpoq.workers.reaper_thread import ReaperThread
+
+    lease_s = lease_seconds()
+
+    def make() -> Reaper:
+        ctx = WorkerContext.create(app.conf.broker_url)  # its own clients and study stores
+        return Reaper(ctx.runtime, ctx.redis, ctx.keys, app, lambda: ctx.mlflow, lease_s)
+
+    ReaperThread(make, interval_s=lease_s / 3).start()
 
 
 @worker_process_shutdown.connect
@@ -141,18 +157,14 @@ def _execute(
 
 @app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None)
 def run_trial(self: Task, payload: Any) -> dict[str, Any]:
-    from hpoq.workers.events import enqueue_replacement, on_variant_complete
+    from hpoq.workers.follow_ups import send_follow_ups
     from hpoq.workers.trial_runner import execute_trial
 
     job = _parse(self, payload, TrialJob)
     if job is None:
         return {"status": "rejected"}
     ctx, outcome = _execute(self, job, execute_trial)
-    if outcome.variant_complete:
-        on_variant_complete(job, ctx, self.app)
-    for reaped in outcome.reaped:
-        if reaped.retired_first:
-            enqueue_replacement(job, ctx, self.app, reaped)
+    send_follow_ups(job, ctx, self.app, outcome)
     return outcome.to_json()
 
 
