@@ -63,6 +63,27 @@ def select_backbones(experiment: Experiment, names: Sequence[str] | None) -> lis
     return list(dict.fromkeys(names))
 
 
+def variant_targets(
+    experiment: Experiment, store: StudyStore, names: Sequence[str], number: int, mode: RunMode
+) -> dict[str, VariantRef]:
+    """Variant `number` of each backbone in `names`; InputError (nothing written) when one
+    has no such variant or the run mode asks for a new variant."""
+    if mode is RunMode.FORCE_NEW:
+        raise InputError("--variant tops up an existing variant; it cannot go with force_new")
+    targets = {}
+    for name in names:
+        base = base_study_name(experiment.hpo.checkpoint.study_name, name)
+        refs = store.list_variants(name, base)
+        found = [ref for ref in refs if ref.variant == number]
+        if not found:
+            have = ", ".join(str(r.variant) for r in refs) or "none"
+            raise InputError(
+                f"--variant {number}: backbone {name!r} has no such variant (it has: {have})"
+            )
+        targets[name] = found[0]
+    return targets
+
+
 class Submitter:
     """Submits an experiment's HPO variants. One instance per command."""
 
@@ -87,23 +108,38 @@ class Submitter:
         self.variants = ActiveVariants(redis_client, keys)
 
     def submit(
-        self, *, mode_override: str | RunMode | None = None, backbones: Sequence[str] | None = None
+        self,
+        *,
+        mode_override: str | RunMode | None = None,
+        backbones: Sequence[str] | None = None,
+        variant: int | None = None,
     ) -> list[SubmitResult]:
+        """Submit per the run mode; with `variant`, top up that variant of each backbone
+        instead (resume semantics: continue it if incomplete, else use it as is)."""
         mode = get_run_mode(self.experiment.hpo, override=mode_override)
         names = select_backbones(self.experiment, backbones)
         bases = {
             name: base_study_name(self.experiment.hpo.checkpoint.study_name, name) for name in names
         }
+        targets: dict[str, VariantRef] = {}
+        if variant is not None:
+            targets = variant_targets(self.experiment, self.store, names, variant, mode)
         try:
             self.redis.ping()
         except Exception as exc:
             raise ServiceError(f"Redis is unreachable: {exc}") from None
-        return [self._submit_backbone(name, bases[name], mode) for name in names]
+        return [self._submit_backbone(name, bases[name], mode, targets.get(name)) for name in names]
 
-    def _submit_backbone(self, backbone: str, base: str, mode: RunMode) -> SubmitResult:
+    def _submit_backbone(
+        self, backbone: str, base: str, mode: RunMode, target: VariantRef | None = None
+    ) -> SubmitResult:
         hpo = self.experiment.hpo
-        refs = self.store.list_variants(backbone, base)
-        latest = refs[-1] if refs else None
+        if target is not None:
+            latest: VariantRef | None = target
+            mode = RunMode.RESUME_IF_INCOMPLETE
+        else:
+            refs = self.store.list_variants(backbone, base)
+            latest = refs[-1] if refs else None
         complete = False
         if latest is not None:
             study = self.store.load(latest)

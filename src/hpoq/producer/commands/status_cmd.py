@@ -27,7 +27,9 @@ def status(
         experiment = load_experiment(experiment_path) if experiment_path else None
         services = open_services(Runtime.from_settings(), start_embedded=False)
         try:
-            report = cluster_status(services, experiment)
+            report = cluster_status(
+                services, experiment, str(experiment_path) if experiment_path else None
+            )
         finally:
             services.close()
 
@@ -44,17 +46,23 @@ def status(
         stdout.print(workers)
         stdout.print(f"benchmarks in flight: {len(report['benchmarks_in_flight'])}")
         if report["variants"]:
-            table = Table("backbone", "variant", "finished", "running", "failed", "n_trials")
+            table = Table(
+                "backbone", "variant", "state", "finished", "running", "failed", "n_trials"
+            )
             for v in report["variants"]:
                 table.add_row(
                     v["backbone"],
                     v["study_name"],
+                    v["state"],
                     str(v["finished"]),
                     str(v["running"]),
                     str(v["failed"]),
                     str(v["n_trials"]),
                 )
             stdout.print(table)
+        for v in report["incomplete_variants"]:
+            stdout.print(f"{v['study_name']}: {v['reason']}", highlight=False)
+            stdout.print(f"  to finish it: {v['command']}", highlight=False)
         letters = report["dead_letters"]
         stdout.print(
             f"failed jobs: {len(report['failed_jobs'])}; "

@@ -25,21 +25,34 @@ def submit(
     backbone: Annotated[
         list[str] | None, typer.Option("--backbone", help="Only these backbones (repeatable).")
     ] = None,
+    variant: Annotated[
+        int | None,
+        typer.Option(
+            "--variant",
+            min=1,
+            help="Top up this variant (resume semantics) instead of the latest one.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Submit HPO variants: allocate variants, create studies, enqueue trial jobs."""
     from hpoq.config.loader import load_experiment
-    from hpoq.config.run_mode import parse_run_mode
+    from hpoq.config.run_mode import get_run_mode, parse_run_mode
     from hpoq.core.runtime import Runtime
     from hpoq.producer.services import open_services
-    from hpoq.producer.submit import Submitter, select_backbones
+    from hpoq.producer.submit import Submitter, select_backbones, variant_targets
 
     with exit_codes():
         experiment = load_experiment(experiment_path)
         if run_mode is not None:
             parse_run_mode(run_mode, field="--run-mode")
-        select_backbones(experiment, backbone)
-        services = open_services(Runtime.from_settings())
+        names = select_backbones(experiment, backbone)
+        runtime = Runtime.from_settings()
+        if variant is not None:  # checked before anything starts or is written
+            mode = get_run_mode(experiment.hpo, override=run_mode)
+            store = runtime.study_store(experiment.hpo.checkpoint)
+            variant_targets(experiment, store, names, variant, mode)
+        services = open_services(runtime)
         try:
             submitter = Submitter(
                 experiment,
@@ -49,7 +62,7 @@ def submit(
                 services.celery,
                 mlflow=services.mlflow(),
             )
-            results = submitter.submit(mode_override=run_mode, backbones=backbone)
+            results = submitter.submit(mode_override=run_mode, backbones=backbone, variant=variant)
         finally:
             services.close()
 
