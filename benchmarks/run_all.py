@@ -37,6 +37,7 @@ SCRIPTS = {
     "sweep": "bench_sweep.py",
     "idempotency": "bench_idempotency.py",
     "retrieval": "bench_retrieval.py",
+    "recovery": "bench_recovery.py",
 }
 GRACE_S = 60
 
