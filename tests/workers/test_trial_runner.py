@@ -245,3 +245,45 @@ def test_the_mlflow_run_is_opened_while_the_objective_works(setup) -> None:  # t
     )  # type: ignore[union-attr]
     assert trial.user_attrs[RUN_ID_ATTR] == outcome.run_id
     assert slow.client.get_run(outcome.run_id).info.status == "FINISHED"
+
+
+def test_a_lost_claim_stops_the_objective_at_its_next_pruning_check(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reaper took the claim while the objective trains: `trial.should_prune()` says
+    stop, and the trial is not published as PRUNED either."""
+    from hpoq.core.coordination.budget import ReapCandidate
+
+    experiment, runtime, ctx, jobs = setup
+    key = study_key_hash("tiny", "hpo_tiny")
+    import hpoq.workers.objectives.cheap as cheap
+
+    answers: list[bool] = []
+
+    def trains_until_told(trial, *args):  # type: ignore[no-untyped-def]
+        ctx.redis.zadd(ctx.keys.budget_claims(key), {jobs[0].job_id: 0})  # lapsed
+        ctx.budget.reap(
+            key,
+            [ReapCandidate(jobs[0].job_id, f"{jobs[0].job_id}.r1", True)],
+            trusted=True,
+            lease_s=2,
+            replacements_allowed=3,
+        )
+        deadline = time.monotonic() + 30
+        for epoch in range(10_000):  # an epoch per pass, as a trainer does
+            trial.report(0.5, epoch)
+            answers.append(trial.should_prune())
+            if answers[-1] or time.monotonic() > deadline:
+                raise optuna.TrialPruned()
+            time.sleep(0.05)
+        return 0.5
+
+    monkeypatch.setattr(cheap, "objective", trains_until_told)
+    outcome = execute_trial(jobs[0], ctx)
+    assert answers[-1] is True and answers.count(True) == 1  # told once, and it stopped
+    assert outcome.status == "lost"
+    [trial] = (
+        runtime.study_store(experiment.hpo.checkpoint)
+        .load(VariantRef("tiny", 1, "hpo_tiny"))
+        .trials
+    )  # type: ignore[union-attr]
+    assert trial.state == optuna.trial.TrialState.FAIL  # not PRUNED: nothing counted
+    assert ctx.redis.scard(ctx.keys.budget_finished(key)) == 0

@@ -5,7 +5,8 @@ Order, and why:
    than n_trials trials; a RUNNING trial whose claim Redis lost still holds its slot;
 2. ask(), record the job id on the trial (the reaper finds the trial by it);
 3. run the objective, while a thread opens the trial's MLflow run (RUNNING) and records
-   its id on the trial; a heartbeat keeps the claim alive from the claim to the release;
+   its id on the trial; a heartbeat keeps the claim alive from the claim to the release,
+   and once the claim is lost `trial.should_prune()` answers yes, so the objective stops;
 4. publish: MLflow first (a trial counts as COMPLETE only once its run holds the result),
    then confirm the claim is still ours and tell Optuna. A worker whose claim the reaper
    took (it was presumed dead) publishes nothing: its run is FAILED, its trial FAIL, it is
@@ -29,6 +30,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, cast
+
+from optuna.pruners import BasePruner
 
 from hpoq.core.coordination.budget import Claim
 from hpoq.core.coordination.heartbeat import Heartbeat
@@ -188,6 +191,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             study = open_variant_study(
                 store, ref, hpo, seed_offset=len(probe.get_trials(deepcopy=False))
             )
+            study.pruner = _StopWhenLost(study.pruner, beat.lost)
             trial = study.ask()
         except BaseException:
             beat.stop()
@@ -322,6 +326,19 @@ def _run_trial(slot: _Slot, study: Any, trial: Any, beat: Heartbeat) -> TrialOut
             if not released:
                 replacement = None
     return _with(outcome, replacement=replacement, progress=slot.progress(study))
+
+
+class _StopWhenLost(BasePruner):
+    """The study's pruner, which also says "stop" once the claim is lost: an objective that
+    asks `trial.should_prune()` (the built-in trainer does, every epoch) stops early
+    instead of training on for a result that would not be published."""
+
+    def __init__(self, pruner: BasePruner, lost: threading.Event) -> None:
+        self._pruner = pruner
+        self._lost = lost
+
+    def prune(self, study: Any, trial: Any) -> bool:
+        return self._lost.is_set() or bool(self._pruner.prune(study, trial))
 
 
 def _with(outcome: TrialOutcome, **changes: Any) -> TrialOutcome:
