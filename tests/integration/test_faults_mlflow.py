@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from mlflow.exceptions import MlflowException
 
 from hpoq.core.benchmark_index import read_cache
 from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.errors import ServiceError
 from hpoq.producer.benchmark import retry_failed
 from hpoq.workers.benchmark_job import execute_benchmark
 from hpoq.workers.trial_runner import execute_trial
+from tests.integration.cluster import wait_for
 from tests.integration.inprocess import World, patch_objective, patch_runner
 from tests.integration.probes import budget_state, finished, trials
 
@@ -42,6 +45,25 @@ def world(
     return World.create(tmp_path, real_redis, redis_url, n_trials=2)
 
 
+def _once_the_run_is_open(world: World, outage: Callable[[], None]) -> Callable[[], None]:
+    """The outage starts mid-trial: once the trial's run is open (it opens on a thread while
+    the objective works; without the wait, the outage can hit its opening instead)."""
+
+    def start() -> None:
+        wait_for(
+            lambda: [
+                t
+                for t in trials(world.runtime, world.experiment, State.RUNNING)
+                if RUN_ID_ATTR in t.user_attrs
+            ],
+            60,
+            "the trial's MLflow run",
+        )
+        outage()
+
+    return start
+
+
 def _hpo_runs(world: World) -> list[Any]:
     return world.runs(world.experiment.hpo_experiment_name)
 
@@ -54,7 +76,9 @@ def test_a_short_outage_mid_trial_is_retried_and_the_trial_counts_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flaky = world.flaky()
-    patch_objective(monkeypatch, lambda: flaky.fail_next(ATTEMPTS - 1))
+    patch_objective(
+        monkeypatch, _once_the_run_is_open(world, lambda: flaky.fail_next(ATTEMPTS - 1))
+    )
     jobs = world.submit()
     outcome = execute_trial(jobs[0], world.ctx)
     assert outcome.status == "completed"
@@ -76,7 +100,9 @@ def test_a_long_outage_fails_the_trial_and_its_replacement_tops_it_up(
     if when == "at_start":
         flaky.down = True
     else:
-        patch_objective(monkeypatch, lambda: setattr(flaky, "down", True))
+        patch_objective(
+            monkeypatch, _once_the_run_is_open(world, lambda: setattr(flaky, "down", True))
+        )
     flaky.calls.clear()
     outcome = execute_trial(jobs[1], world.ctx)
     assert outcome.status == "failed" and "MLflow" in (outcome.error or "")
