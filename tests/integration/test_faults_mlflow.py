@@ -195,3 +195,26 @@ def test_a_long_outage_during_a_benchmark_fails_clearly_and_retry_failed_recover
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert not world.redis.hexists(world.services.keys.failed_benchmarks(), job.benchmark_key)
     assert retry_failed(world.services).enqueued == []
+
+
+def test_a_benchmark_job_that_breaks_for_good_frees_its_key_and_is_remembered(
+    world: World, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """An error that retrying will not mend (a bug, not an outage): recorded as a failure
+    at once, the key free and out of the reaper's registry, `retry-failed` can re-run it."""
+    job = _measured_world(world)
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("hpoq.workers.benchmark_job._existing_result", broken)
+    monkeypatch.setenv("HPOQ_REDIS_URL", redis_url)
+    tasks = importlib.import_module("hpoq.workers.tasks")
+    monkeypatch.setattr(tasks, "_context", world.ctx)
+    with pytest.raises(KeyError):
+        tasks.run_benchmark.apply(args=[job.to_payload()], task_id=job.job_id, throw=True)
+    assert world.redis.hexists(world.services.keys.failed_benchmarks(), job.benchmark_key)
+    leases = BenchmarkLeases(world.redis, world.services.keys)
+    assert leases.holder(job.benchmark_key) is None and leases.jobs() == {}
+    [run] = _bench_runs(world)
+    assert run.info.status == "FAILED" and "a bug" in run.data.tags["hpoq.error"]

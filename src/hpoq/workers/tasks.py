@@ -133,7 +133,8 @@ def _execute(
     on_final_failure: Callable[[J, WorkerContext, BaseException], None] | None = None,
 ) -> tuple[WorkerContext, T]:
     """Run a job; in flight elsewhere -> check again later; transient error -> bounded
-    retries with backoff and jitter, then `on_final_failure`."""
+    retries with backoff and jitter, then `on_final_failure`; any other error ->
+    `on_final_failure` at once (it will not go away by retrying)."""
     from hpoq.core.retry import backoff_delay
 
     ctx = worker_context(task.app.conf.broker_url)
@@ -148,6 +149,10 @@ def _execute(
             raise
         delay = 1 + backoff_delay(task.request.retries, 2.0, 60.0)
         raise task.retry(exc=exc, countdown=delay) from None
+    except Exception as exc:
+        if on_final_failure is not None:
+            on_final_failure(job, ctx, exc)
+        raise
     finally:
         release_accelerator_memory()
         if _in_pool_process["yes"]:
