@@ -115,6 +115,7 @@ def test_a_failing_objective_is_a_fail_trial_replaced_in_the_same_step(setup, mo
     monkeypatch.setattr(cheap, "objective", boom)
     outcome = execute_trial(jobs[0], ctx)
     assert outcome.status == "failed" and "diverged" in (outcome.error or "")
+    assert outcome.failure() == outcome.error  # what the task reports as its failure
     run = ctx.mlflow.get_run(outcome.run_id)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["hpoq.error"]
     # Its replacement is pending from the moment the failed job is retired.

@@ -109,6 +109,12 @@ class TrialOutcome:
     def variant_complete(self) -> bool:
         return self.progress is not None and self.progress.state is VariantState.COMPLETE
 
+    def failure(self) -> str | None:
+        """Why the job failed for good (its trial FAIL, or none run), else None."""
+        if self.status in ("failed", "lost", "gave_up"):
+            return self.error or f"trial {self.status}"
+        return None
+
     @property
     def variant_over(self) -> bool:
         """Nothing more will run in the variant: its benchmark may fire."""
