@@ -39,6 +39,7 @@ SCRIPTS = {
     "retrieval": "bench_retrieval.py",
     "search_quality": "bench_search_quality.py",
     "length_grouping": "bench_length_grouping.py",
+    "recovery": "bench_recovery.py",
 }
 GRACE_S = 60
 

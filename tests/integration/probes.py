@@ -127,3 +127,14 @@ def redis_strings(client: redis.Redis) -> Iterator[str]:
             yield from client.smembers(key)
         elif kind == "zset":
             yield from client.zrange(key, 0, -1)
+
+
+def hpoq_keys_without_ttl(client: redis.Redis) -> list[str]:
+    """hpoq's keys that would live for ever, other than those keys.py says must."""
+    from hpoq.core.coordination.keys import KEYS_WITHOUT_TTL
+
+    return [
+        str(key)
+        for key in client.scan_iter("hpoq:*")
+        if client.ttl(key) == -1 and str(key).split(":")[2] not in KEYS_WITHOUT_TTL
+    ]

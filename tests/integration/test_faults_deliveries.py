@@ -19,6 +19,7 @@ from hpoq.workers.context import redis_keys
 from hpoq.workers.deliveries import root_job_id
 from tests.factories import make_experiment, write_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for, workers
+from tests.integration.crashing import MARKERS_ENV, RELEASE
 from tests.integration.probes import (
     REPO_ROOT,
     State,
@@ -40,8 +41,10 @@ def test_a_job_that_always_kills_its_worker_stops_after_max_deliveries_and_shows
 ) -> None:
     output = tmp_path / "out"
     objective = f"tests.integration.crashing:{crash}"
-    path = write_experiment(tmp_path, n_trials=1, objective=objective)
-    experiment = make_experiment(tmp_path, n_trials=1, objective=objective)
+    # Deliveries are the bound under test: failed trials may be replaced past it.
+    extra = {"hpo_extra": {"max_failed_trials": 10}}
+    path = write_experiment(tmp_path, n_trials=1, objective=objective, **extra)
+    experiment = make_experiment(tmp_path, n_trials=1, objective=objective, **extra)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
     keys = redis_keys(runtime)
     [submitted] = Submitter(experiment, runtime, real_redis, keys, create_app(redis_url)).submit()
@@ -90,20 +93,24 @@ def test_a_job_redelivered_after_the_visibility_timeout_while_it_runs_runs_once(
     tmp_path: Path, real_redis: redis.Redis, redis_url: str
 ) -> None:
     output = tmp_path / "out"
-    path = write_experiment(tmp_path, n_trials=1)
-    experiment = make_experiment(tmp_path, n_trials=1)
+    held = {"runner": "tests.integration.crashing:held_benchmark"}
+    path = write_experiment(tmp_path, n_trials=1, benchmark_extra=held)
+    experiment = make_experiment(tmp_path, n_trials=1, benchmark_extra=held)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
     [submitted] = Submitter(
         experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
     ).submit()
     [trial_job] = submitted.job_ids
+    markers = tmp_path / "markers"
+    markers.mkdir()
     env = cluster_env(
         output,
         redis_url,
         HPOQ_CHEAP_OBJECTIVE_SLEEP="4",  # a 12 s trial ...
-        HPOQ_CHEAP_BENCH_SLEEP="15",  # ... and a 15 s benchmark
-        HPOQ_VISIBILITY_TIMEOUT="5",  # ... each handed out again while it runs
-        HPOQ_LEASE_SECONDS="3",  # a retry's countdown (one lease) stays below the timeout
+        HPOQ_VISIBILITY_TIMEOUT="5",  # ... and a benchmark held until released, each handed
+        HPOQ_LEASE_SECONDS="3",  # out again while it runs (a retry waits one lease, < 5 s)
+        PYTHONPATH=os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]),
+        **{MARKERS_ENV: str(markers)},
     )
     with workers(env, tmp_path, 2) as pool:
         wait_for(lambda: _received(pool, trial_job) >= 2, 60, "the trial's redelivery", pool)
@@ -114,11 +121,12 @@ def test_a_job_redelivered_after_the_visibility_timeout_while_it_runs_runs_once(
             pool,
         )
         bench_job = str(real_redis.get(lease)).split("@", 1)[0]
+        wait_for(lambda: _received(pool, bench_job) >= 2, 60, "the benchmark's redelivery", pool)
         # While it is measured, no producer enqueues the key again, whatever the mode.
         for mode in ("reuse_if_exists", "force_new"):
             report = hpoq_json(env, "benchmark", str(path), "--run-mode", mode)
             assert report["enqueued"] == [] and len(report["skipped_in_flight"]) == 1
-        wait_for(lambda: _received(pool, bench_job) >= 2, 60, "the benchmark's redelivery", pool)
+        (markers / RELEASE).touch()
         wait_for(
             lambda: finished(runs(runtime, experiment.benchmark_experiment_name)),
             90,

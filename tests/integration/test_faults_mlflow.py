@@ -2,14 +2,16 @@
 
 In process (the test plays the worker) with a client that fails on demand, as a tracking
 server that went away looks to its client: a short outage is absorbed by bounded retries
-on the same run; a long one ends in a clear failure that `--run-mode resume_if_incomplete`
-(trials) or `hpoq benchmark retry-failed` (benchmarks) recovers. Never two FINISHED runs
+on the same run; a long one ends in a clear failure: a failed trial is replaced by itself,
+a failed benchmark is recovered by `hpoq benchmark retry-failed`. Never two FINISHED runs
 for one trial or one key.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,12 @@ from mlflow.exceptions import MlflowException
 
 from hpoq.core.benchmark_index import read_cache
 from hpoq.core.coordination.leases import BenchmarkLeases
+from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.errors import ServiceError
 from hpoq.producer.benchmark import retry_failed
 from hpoq.workers.benchmark_job import execute_benchmark
 from hpoq.workers.trial_runner import execute_trial
+from tests.integration.cluster import wait_for
 from tests.integration.inprocess import World, patch_objective, patch_runner
 from tests.integration.probes import budget_state, finished, trials
 
@@ -41,6 +45,25 @@ def world(
     return World.create(tmp_path, real_redis, redis_url, n_trials=2)
 
 
+def _once_the_run_is_open(world: World, outage: Callable[[], None]) -> Callable[[], None]:
+    """The outage starts mid-trial: once the trial's run is open (it opens on a thread while
+    the objective works; without the wait, the outage can hit its opening instead)."""
+
+    def start() -> None:
+        wait_for(
+            lambda: [
+                t
+                for t in trials(world.runtime, world.experiment, State.RUNNING)
+                if RUN_ID_ATTR in t.user_attrs
+            ],
+            60,
+            "the trial's MLflow run",
+        )
+        outage()
+
+    return start
+
+
 def _hpo_runs(world: World) -> list[Any]:
     return world.runs(world.experiment.hpo_experiment_name)
 
@@ -53,7 +76,9 @@ def test_a_short_outage_mid_trial_is_retried_and_the_trial_counts_once(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     flaky = world.flaky()
-    patch_objective(monkeypatch, lambda: flaky.fail_next(ATTEMPTS - 1))
+    patch_objective(
+        monkeypatch, _once_the_run_is_open(world, lambda: flaky.fail_next(ATTEMPTS - 1))
+    )
     jobs = world.submit()
     outcome = execute_trial(jobs[0], world.ctx)
     assert outcome.status == "completed"
@@ -66,7 +91,7 @@ def test_a_short_outage_mid_trial_is_retried_and_the_trial_counts_once(
 
 
 @pytest.mark.parametrize("when", ["at_start", "mid_trial"])
-def test_a_long_outage_fails_the_trial_and_resume_if_incomplete_tops_it_up(
+def test_a_long_outage_fails_the_trial_and_its_replacement_tops_it_up(
     world: World, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     flaky = world.flaky()
@@ -75,30 +100,35 @@ def test_a_long_outage_fails_the_trial_and_resume_if_incomplete_tops_it_up(
     if when == "at_start":
         flaky.down = True
     else:
-        patch_objective(monkeypatch, lambda: setattr(flaky, "down", True))
+        patch_objective(
+            monkeypatch, _once_the_run_is_open(world, lambda: setattr(flaky, "down", True))
+        )
     flaky.calls.clear()
-    with pytest.raises((MlflowException, ServiceError)):
-        execute_trial(jobs[1], world.ctx)
+    outcome = execute_trial(jobs[1], world.ctx)
+    assert outcome.status == "failed" and "MLflow" in (outcome.error or "")
     if when == "mid_trial":
         assert flaky.calls["log_batch"] == ATTEMPTS  # bounded, then a clear failure
-    # The trial did not count: FAIL in Optuna, its slot free, no FINISHED run for it.
+    # The trial did not count: FAIL in Optuna, its slot free, no FINISHED run for it, and
+    # its replacement pending (the worker's task sends it).
     [failed] = trials(world.runtime, world.experiment, State.FAIL)
     assert len(trials(world.runtime, world.experiment, State.COMPLETE)) == 1
     budget = budget_state(world.redis, world.runtime)
     assert budget.claims == {} and budget.finished == {jobs[0].job_id}
+    assert outcome.replacement == f"{jobs[1].job_id}.r1"
+    assert set(budget.pending) == {outcome.replacement}
     assert execute_trial(jobs[1], world.ctx).status == "already_done"  # a redelivery
-    assert not (
-        world.runtime.layout.trial_dir("tiny", "hpo_tiny", failed.number) / "metrics.json"
-    ).exists()
+    record = world.runtime.layout.trial_dir("tiny", "hpo_tiny", failed.number) / "metrics.json"
+    assert json.loads(record.read_text())["state"] == "FAIL"
 
     flaky.down = False  # MLflow is back
-    [resumed] = world.submit("resume_if_incomplete")
-    assert execute_trial(resumed, world.ctx).status == "completed"
+    replacement = jobs[1].model_copy(update={"job_id": outcome.replacement})
+    done = execute_trial(replacement, world.ctx)
+    assert done.status == "completed" and done.variant_complete
     assert len(trials(world.runtime, world.experiment, State.COMPLETE)) == 2
-    done = finished(_hpo_runs(world))
-    assert len(done) == 2
-    assert len({r.data.tags["hpoq.trial_number"] for r in done}) == 2
-    assert failed.number not in {int(r.data.tags["hpoq.trial_number"]) for r in done}
+    finished_runs = finished(_hpo_runs(world))
+    assert len(finished_runs) == 2
+    assert len({r.data.tags["hpoq.trial_number"] for r in finished_runs}) == 2
+    assert failed.number not in {int(r.data.tags["hpoq.trial_number"]) for r in finished_runs}
 
 
 def _measured_world(world: World) -> Any:
@@ -165,3 +195,26 @@ def test_a_long_outage_during_a_benchmark_fails_clearly_and_retry_failed_recover
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert not world.redis.hexists(world.services.keys.failed_benchmarks(), job.benchmark_key)
     assert retry_failed(world.services).enqueued == []
+
+
+def test_a_benchmark_job_that_breaks_for_good_frees_its_key_and_is_remembered(
+    world: World, monkeypatch: pytest.MonkeyPatch, redis_url: str
+) -> None:
+    """An error that retrying will not mend (a bug, not an outage): recorded as a failure
+    at once, the key free and out of the reaper's registry, `retry-failed` can re-run it."""
+    job = _measured_world(world)
+
+    def broken(*args: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("hpoq.workers.benchmark_job._existing_result", broken)
+    monkeypatch.setenv("HPOQ_REDIS_URL", redis_url)
+    tasks = importlib.import_module("hpoq.workers.tasks")
+    monkeypatch.setattr(tasks, "_context", world.ctx)
+    with pytest.raises(KeyError):
+        tasks.run_benchmark.apply(args=[job.to_payload()], task_id=job.job_id, throw=True)
+    assert world.redis.hexists(world.services.keys.failed_benchmarks(), job.benchmark_key)
+    leases = BenchmarkLeases(world.redis, world.services.keys)
+    assert leases.holder(job.benchmark_key) is None and leases.jobs() == {}
+    [run] = _bench_runs(world)
+    assert run.info.status == "FAILED" and "a bug" in run.data.tags["hpoq.error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -113,8 +114,15 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
     )
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """Ctrl-C reaches a command run in the foreground of a terminal. A process started in
+    the background of a non-interactive shell (`pytest &`, some CI runners) inherits SIGINT
+    *ignored*, and Python keeps it ignored: `hpoq run` would then never see the signal,
+    finish its sweep and exit 0. The command under test gets what a terminal gives it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_the_workers_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
-    import signal
     import time
 
     from tests.factories import write_experiment
@@ -129,6 +137,7 @@ def test_ctrl_c_stops_the_workers_cleanly_and_the_next_run_resumes(tmp_path: Pat
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn=_sigint_as_in_a_terminal,
     )
     experiment = load_experiment(path)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))

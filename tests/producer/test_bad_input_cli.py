@@ -86,6 +86,18 @@ CASES = [
     ("n_trials-negative", _yaml("hpo.yaml", _set("n_trials", -1)), "hpo.yaml", "n_trials"),
     ("n_trials-zero", _yaml("hpo.yaml", _set("n_trials", 0)), "hpo.yaml", "n_trials"),
     ("n_trials-huge", _yaml("hpo.yaml", _set("n_trials", 10**12)), "hpo.yaml", "n_trials"),
+    (
+        "max_failed_trials-negative",
+        _yaml("hpo.yaml", _set("max_failed_trials", -1)),
+        "hpo.yaml",
+        "max_failed_trials",
+    ),
+    (
+        "max_failed_trials-text",
+        _yaml("hpo.yaml", _set("max_failed_trials", "many")),
+        "hpo.yaml",
+        "max_failed_trials",
+    ),
     ("search-space-empty", _yaml("hpo.yaml", _set("search_space", {})), "hpo.yaml", "search_space"),
     (
         "search-space-infinite",

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
 from hpoq.workers.celery_app import create_app
@@ -145,6 +146,8 @@ def test_eight_concurrent_cli_producers_get_eight_variants(
     [
         (["--backbone", "nope"], 2, "--backbone: unknown 'nope'"),
         (["--run-mode", "sometimes"], 2, "--run-mode: 'sometimes' is not a run mode"),
+        (["--variant", "3"], 2, "--variant 3: backbone 'tiny' has no such variant"),
+        (["--variant", "0"], 2, "--variant"),
     ],
 )
 def test_bad_arguments_exit_2_and_leave_nothing(
@@ -197,3 +200,26 @@ def test_unreachable_redis_exits_1_without_a_password_or_a_study(tmp_path: Path)
     assert "unreachable" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout
     assert not (tmp_path / "out" / "local" / "hpo").exists()
+
+
+def test_variant_tops_up_an_older_variant_and_refuses_force_new(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str
+) -> None:
+    from hpoq.core.coordination.active_variants import ActiveVariants
+    from hpoq.errors import InputError
+
+    submitter = _submitter(tmp_path, real_redis, redis_url, n_trials=2)
+    submitter.submit()
+    real_redis.flushdb()  # v1's jobs lost with Redis's data
+    [v2] = submitter.submit(mode_override="force_new")
+    assert v2.variant == 2
+    [latest] = submitter.submit(mode_override="resume_if_incomplete")
+    assert (latest.variant, latest.trials_enqueued) == (2, 0)  # only the latest is looked at
+    [older] = submitter.submit(variant=1)
+    assert (older.study_name, older.action, older.trials_enqueued) == ("hpo_tiny", "continued", 2)
+    assert set(ActiveVariants(real_redis, submitter.keys).variants()) == {
+        study_key_hash("tiny", "hpo_tiny"),
+        study_key_hash("tiny", "hpo_tiny_v2"),
+    }
+    with pytest.raises(InputError, match="force_new"):
+        submitter.submit(variant=1, mode_override="force_new")

@@ -67,8 +67,9 @@ def test_a_stale_experiment_id_is_dropped_after_mlflow_refuses_it(world: World) 
     first, second, _ = world.submit()
     name = world.experiment.hpo_experiment_name
     world.ctx._experiment_ids[name] = "987654"  # an experiment that no longer exists
-    with pytest.raises(Exception, match="987654"):
-        execute_trial(first, world.ctx)
+    refused = execute_trial(first, world.ctx)  # the trial fails; its replacement is pending
+    assert refused.status == "failed" and "987654" in (refused.error or "")
+    assert refused.replacement == f"{first.job_id}.r1"
     assert name not in world.ctx._experiment_ids
     # The next job looks the experiment up again and runs.
     assert execute_trial(second, world.ctx).status == "completed"

@@ -13,7 +13,7 @@ import redis
 from hpoq.config.settings import Settings
 from hpoq.core.fingerprints import study_key_hash, trial_key_hash
 from hpoq.core.jobs import TrialJob
-from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR, open_variant_study
+from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import Submitter
@@ -109,7 +109,7 @@ def test_a_job_whose_claim_is_live_elsewhere_is_deferred(setup) -> None:  # type
         execute_trial(jobs[0], ctx)
 
 
-def test_a_failing_objective_is_a_fail_trial_and_frees_its_slot(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_objective_is_a_fail_trial_replaced_in_the_same_step(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     _, _, ctx, jobs = setup
     import hpoq.workers.objectives.cheap as cheap
 
@@ -118,82 +118,94 @@ def test_a_failing_objective_is_a_fail_trial_and_frees_its_slot(setup, monkeypat
 
     monkeypatch.setattr(cheap, "objective", boom)
     outcome = execute_trial(jobs[0], ctx)
-    assert outcome.status == "failed"
+    assert outcome.status == "failed" and "diverged" in (outcome.error or "")
+    assert outcome.failure() == outcome.error  # what the task reports as its failure
     run = ctx.mlflow.get_run(outcome.run_id)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["hpoq.error"]
+    # Its replacement is pending from the moment the failed job is retired.
+    assert outcome.replacement == f"{jobs[0].job_id}.r1"
+    pending = ctx.redis.zrange(ctx.keys.budget_pending(study_key_hash("tiny", "hpo_tiny")), 0, -1)
+    assert outcome.replacement in pending and jobs[0].job_id not in pending
+    assert outcome.progress is not None and outcome.progress.state == "running"
     monkeypatch.undo()
     monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2")
-    replacement = jobs[0].model_copy(update={"job_id": "trial-again"})
+    replacement = jobs[0].model_copy(update={"job_id": outcome.replacement})
     statuses = [execute_trial(j, ctx).status for j in [*jobs[1:], replacement]]
     assert statuses == ["completed"] * 3
 
 
-def test_a_dead_workers_trial_is_reaped_as_fail(setup) -> None:  # type: ignore[no-untyped-def]
+def test_failures_beyond_max_failed_trials_are_not_replaced(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "2")
+    experiment = make_experiment(tmp_path, n_trials=2, hpo_extra={"max_failed_trials": 1})
+    runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
+    app = create_app(redis_url)
+    submitter = Submitter(experiment, runtime, real_redis, redis_keys(runtime), app)
+    [result] = submitter.submit()
+    ctx = WorkerContext.create(redis_url, runtime)
+    first, second = (
+        TrialJob(
+            job_id=j, experiment=submitter.job_experiment,
+            backbone="tiny", study_name=result.study_name, variant=result.variant,
+        )
+        for j in result.job_ids
+    )  # fmt: skip
+    assert execute_trial(first, ctx).status == "completed"
+    import hpoq.workers.objectives.cheap as cheap
+
+    def boom(*args: object) -> float:
+        raise RuntimeError("diverged")
+
+    monkeypatch.setattr(cheap, "objective", boom)
+    failed = execute_trial(second, ctx)
+    assert failed.replacement == f"{second.job_id}.r1"  # 1 failure: replaced
+    last = execute_trial(second.model_copy(update={"job_id": failed.replacement}), ctx)
+    assert last.status == "failed" and last.replacement is None  # 2 > max_failed_trials
+    assert last.progress is not None and last.variant_over
+    assert last.progress.state == "finished with failures"
+    assert (last.progress.finished, last.progress.failed) == (1, 2)
+    assert "max_failed_trials (1)" in last.progress.reason
+
+
+def test_a_worker_whose_claim_was_reaped_publishes_nothing(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Presumed dead (its claim lapsed while it stalled), it comes back with a result: no
+    COMPLETE told, its MLflow run FAILED, nothing counted, nothing on disk."""
+    from hpoq.core.coordination.budget import ReapCandidate
+
     experiment, runtime, ctx, jobs = setup
-    store = runtime.study_store(experiment.hpo.checkpoint)
-    ref = VariantRef("tiny", 1, "hpo_tiny")
-    study = open_variant_study(store, ref, experiment.hpo)
     key = study_key_hash("tiny", "hpo_tiny")
-    # A worker claimed, asked, and died: its claim lapses, its trial stays RUNNING.
-    ctx.budget.claim(key, jobs[0].job_id, 3, [], lease_s=0.01)
-    orphan = study.ask()
-    orphan.set_user_attr(JOB_ID_ATTR, jobs[0].job_id)
-    study.trials  # noqa: B018 - refresh
-    import time
+    import hpoq.workers.objectives.cheap as cheap
 
-    time.sleep(2.1)  # older than the lease (HPOQ_LEASE_SECONDS=2)
-    outcome = execute_trial(jobs[1], ctx)
-    assert [r.trial_number for r in outcome.reaped] == [orphan.number]
-    assert outcome.reaped[0].retired_first
-    frozen = study.get_trials()[orphan.number]
-    assert frozen.state == optuna.trial.TrialState.FAIL
-    assert execute_trial(jobs[0], ctx).status == "already_done"
-    # It died before opening a run: the reaper logged a FAILED one for it.
-    assert _runs_of_trial(ctx, experiment, orphan.number) == ["FAILED"]
+    real = cheap.objective
 
+    def stalls_then_returns(*args):  # type: ignore[no-untyped-def]
+        value = real(*args)
+        ctx.redis.zadd(ctx.keys.budget_claims(key), {jobs[0].job_id: 0})  # lapsed
+        [reaped] = ctx.budget.reap(
+            key,
+            [ReapCandidate(jobs[0].job_id, f"{jobs[0].job_id}.r1", True)],
+            trusted=True,
+            lease_s=2,
+            replacements_allowed=3,
+        )
+        assert reaped.replacement_id == f"{jobs[0].job_id}.r1"
+        return value
 
-def _runs_of_trial(ctx, experiment, number: int) -> list[str]:  # type: ignore[no-untyped-def]
-    found = ctx.mlflow.get_experiment_by_name(experiment.hpo_experiment_name)
-    runs = ctx.mlflow.search_runs(
-        [found.experiment_id],
-        f"tags.`{experiment.tags.process.trial_number}` = '{number}'",
-    )
-    return [r.info.status for r in runs]
-
-
-def test_a_run_opened_by_a_worker_that_died_before_recording_it_is_failed(setup) -> None:  # type: ignore[no-untyped-def]
-    from hpoq.core.trial_record import TrialRecord
-    from hpoq.workers.trial_tracking import start_trial_run
-
-    experiment, runtime, ctx, jobs = setup
-    store = runtime.study_store(experiment.hpo.checkpoint)
-    study = open_variant_study(store, VariantRef("tiny", 1, "hpo_tiny"), experiment.hpo)
-    key = study_key_hash("tiny", "hpo_tiny")
-    ctx.budget.claim(key, jobs[0].job_id, 3, [], lease_s=0.01)
-    orphan = study.ask()
-    orphan.set_user_attr(JOB_ID_ATTR, jobs[0].job_id)
-    # The worker opened the trial's run, then died before recording its id on the trial.
-    record = TrialRecord(
-        state="FAIL",
-        value=None,
-        params={},
-        experiment=experiment.name,
-        backbone="tiny",
-        study_name="hpo_tiny",
-        variant=1,
-        trial_number=orphan.number,
-        metric=experiment.hpo.objective.metric,
-    )
-    start_trial_run(
-        ctx.mlflow,
-        ctx.experiment_id(experiment.hpo_experiment_name),
-        record,
-        record.mlflow_tags(experiment.tags),
-    )
-    time.sleep(2.1)
-    outcome = execute_trial(jobs[1], ctx)
-    assert [r.trial_number for r in outcome.reaped] == [orphan.number]
-    assert _runs_of_trial(ctx, experiment, orphan.number) == ["FAILED"]  # that run, no other
+    monkeypatch.setattr(cheap, "objective", stalls_then_returns)
+    outcome = execute_trial(jobs[0], ctx)
+    assert outcome.status == "lost" and outcome.replacement is None  # the reaper replaced it
+    [trial] = (
+        runtime.study_store(experiment.hpo.checkpoint)
+        .load(VariantRef("tiny", 1, "hpo_tiny"))
+        .trials
+    )  # type: ignore[union-attr]
+    assert trial.state == optuna.trial.TrialState.FAIL
+    run = ctx.mlflow.get_run(outcome.run_id)
+    assert run.info.status == "FAILED" and "claim lost" in run.data.tags["hpoq.error"]
+    assert ctx.redis.scard(ctx.keys.budget_finished(key)) == 0
+    trial_dir = runtime.layout.trial_dir("tiny", "hpo_tiny", trial.number)
+    assert not (trial_dir / "metrics.json").exists()
 
 
 class SlowToOpenRuns:
@@ -285,3 +297,45 @@ def test_warm_start_runs_the_previous_best_first_within_the_budget(
     assert trials[0].params == best.params
     assert trials[0].user_attrs[WARM_START_ATTR] == f"hpo_tiny#{best.number}"
     assert all(t.params != best.params for t in trials[1:])
+
+
+def test_a_lost_claim_stops_the_objective_at_its_next_pruning_check(setup, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reaper took the claim while the objective trains: `trial.should_prune()` says
+    stop, and the trial is not published as PRUNED either."""
+    from hpoq.core.coordination.budget import ReapCandidate
+
+    experiment, runtime, ctx, jobs = setup
+    key = study_key_hash("tiny", "hpo_tiny")
+    import hpoq.workers.objectives.cheap as cheap
+
+    answers: list[bool] = []
+
+    def trains_until_told(trial, *args):  # type: ignore[no-untyped-def]
+        ctx.redis.zadd(ctx.keys.budget_claims(key), {jobs[0].job_id: 0})  # lapsed
+        ctx.budget.reap(
+            key,
+            [ReapCandidate(jobs[0].job_id, f"{jobs[0].job_id}.r1", True)],
+            trusted=True,
+            lease_s=2,
+            replacements_allowed=3,
+        )
+        deadline = time.monotonic() + 30
+        for epoch in range(10_000):  # an epoch per pass, as a trainer does
+            trial.report(0.5, epoch)
+            answers.append(trial.should_prune())
+            if answers[-1] or time.monotonic() > deadline:
+                raise optuna.TrialPruned()
+            time.sleep(0.05)
+        return 0.5
+
+    monkeypatch.setattr(cheap, "objective", trains_until_told)
+    outcome = execute_trial(jobs[0], ctx)
+    assert answers[-1] is True and answers.count(True) == 1  # told once, and it stopped
+    assert outcome.status == "lost"
+    [trial] = (
+        runtime.study_store(experiment.hpo.checkpoint)
+        .load(VariantRef("tiny", 1, "hpo_tiny"))
+        .trials
+    )  # type: ignore[union-attr]
+    assert trial.state == optuna.trial.TrialState.FAIL  # not PRUNED: nothing counted
+    assert ctx.redis.scard(ctx.keys.budget_finished(key)) == 0

@@ -247,6 +247,21 @@ class HpoConfig(StrictModel):
         "whose slots share the device runs once more with the device to itself (the same "
         "trial and parameters, after the trials running beside it end); fail: it fails.",
     )
+    max_failed_trials: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_TRIALS,
+        strict=True,
+        description=(
+            "Failed trials a variant replaces (default: n_trials); a failure beyond it is "
+            "not replaced and the variant finishes with failures."
+        ),
+    )
+
+    @property
+    def failure_bound(self) -> int:
+        """How many failed trials the variant replaces."""
+        return self.n_trials if self.max_failed_trials is None else self.max_failed_trials
 
     @field_validator("backbones")
     @classmethod

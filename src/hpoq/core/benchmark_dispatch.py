@@ -3,10 +3,13 @@ by `retry-failed` and by a worker whose variant just finished.
 
 For each candidate: skip it when measured (unless forced), skip it when its lease is held
 (in flight: never two at once, whatever the mode), else take the lease with the new job's
-id as owner (SET NX), take a fencing number, and send the job. A send that fails gives the
-lease back, so nothing is left half-done. Before the first job is built, the experiment's
-data files are published by content (nothing is uploaded when they already are; an
-experiment taken from a job is portable already), so a job names no path of this host.
+id as owner (SET NX), ask once more whether it is measured (a job that published and let
+the key go between the first check and the lease), take a fencing number, record the job
+for the reaper (which enqueues the key again should its lease lapse) and send the job. A
+send that fails gives the lease back and forgets the job, so nothing is left half-done.
+Before the first job is built, the experiment's data files are published by content
+(nothing is uploaded when they already are; an experiment taken from a job is portable
+already), so a job names no path of this host.
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ class DispatchReport:
         return [item["job_id"] for item in self.enqueued]
 
 
+def candidate_of(job: BenchmarkJob) -> Candidate:
+    """The candidate a benchmark job was made for (to enqueue its key again)."""
+    return Candidate(
+        backbone=job.backbone,
+        study_name=job.study_name,
+        variant=job.variant,
+        trial_number=job.trial_number,
+        trial_id=job.trial_id,
+        run_id=job.run_id,
+        key=job.benchmark_key,
+    )
+
+
 def measured_keys(
     experiment: Experiment, runtime: Runtime, client: MlflowClient, keys: list[str]
 ) -> set[str]:
@@ -91,6 +107,12 @@ def dispatch(
         if not leases.acquire(candidate.key, job_id, queued_lease_s):
             report.skipped_in_flight.append(item)
             continue
+        if not force and measured_keys(experiment, runtime, client, [candidate.key]):
+            # Measured between the check above and the lease: its job had published and
+            # let the key go. Asked again under the lease, the answer is final.
+            leases.release(candidate.key, job_id)
+            report.skipped_done.append(item)
+            continue
         job = BenchmarkJob(
             job_id=job_id,
             experiment=job_experiment,
@@ -104,12 +126,13 @@ def dispatch(
             fence=leases.next_fence(candidate.key),
             force=force,
         )
+        leases.register(job_id, job.model_dump_json())
         try:
             sender.send_task(
                 TASK_RUN_BENCHMARK, args=[job.to_payload()], queue=QUEUE_BENCHMARK, task_id=job_id
             )
         except Exception as exc:
-            leases.release(candidate.key, job_id)
+            leases.finish(candidate.key, job_id, job_id)
             raise ServiceError(
                 f"could not enqueue the benchmark of {candidate.key}: {exc}"
             ) from None

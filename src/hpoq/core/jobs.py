@@ -77,6 +77,19 @@ def new_job_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def root_job_id(job_id: str) -> str:
+    """The job a lineage of replacements started from (`{root}.r{n}` -> `{root}`)."""
+    return job_id.split(".", 1)[0]
+
+
+def replacement_job_id(job_id: str) -> str:
+    """The id of the job that replaces `job_id`: `{root}.r1`, then `.r2`, ... The same
+    failed job always gets the same replacement id, so sending it twice runs it once."""
+    root, _, suffix = job_id.partition(".r")
+    number = int(suffix) + 1 if suffix.isdigit() else 1
+    return f"{root}.r{number}"
+
+
 J = TypeVar("J", bound="JobBase")
 
 

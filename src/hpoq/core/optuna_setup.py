@@ -91,3 +91,25 @@ def finished_job_ids(study: optuna.Study) -> list[str]:
 
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     return [str(t.user_attrs.get(JOB_ID_ATTR, f"trial#{t.number}")) for t in trials]
+
+
+def running_job_ids(study: optuna.Study) -> list[str]:
+    """Job ids of the RUNNING trials that have one."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return [str(t.user_attrs[JOB_ID_ATTR]) for t in trials if JOB_ID_ATTR in t.user_attrs]
+
+
+def fail_trial(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> bool:
+    """Mark a RUNNING trial FAIL; False when it had finished already (whoever finished it
+    first keeps its state). The storage decides atomically (journal order, row lock)."""
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+    try:
+        return bool(storage.set_trial_state_values(trial_id, TrialState.FAIL))
+    except UpdateFinishedTrialError:
+        return False

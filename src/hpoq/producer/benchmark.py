@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_benchmark_run_mode
-from hpoq.core.benchmark_dispatch import DispatchReport, dispatch
-from hpoq.core.benchmark_index import Candidate, key_suffix, select_candidates
+from hpoq.core.benchmark_dispatch import DispatchReport, candidate_of, dispatch
+from hpoq.core.benchmark_index import key_suffix, select_candidates
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob
 from hpoq.core.measured_keys import finished_keys
@@ -83,19 +83,10 @@ def retry_failed(services: Services, experiment: Experiment | None = None) -> Di
             if job.benchmark_key in succeeded:
                 services.redis.hdel(failed_hash, job.benchmark_key)
                 continue
-            candidate = Candidate(
-                backbone=job.backbone,
-                study_name=job.study_name,
-                variant=job.variant,
-                trial_number=job.trial_number,
-                trial_id=job.trial_id,
-                run_id=job.run_id,
-                key=job.benchmark_key,
-            )
             part = dispatch(
                 job.experiment,
                 services.runtime,
-                [candidate],
+                [candidate_of(job)],
                 mode=RunMode.REUSE_IF_EXISTS,
                 leases=leases,
                 sender=services.celery,

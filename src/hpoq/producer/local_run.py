@@ -69,6 +69,7 @@ class RunReport:
     # What did not come out, each with the first recorded worker error and the worker logs.
     failures: list[dict[str, Any]] = field(default_factory=list)
     logs: str | None = None
+    stopped: list[dict[str, Any]] = field(default_factory=list)  # variants short of n_trials
 
     @property
     def new_work(self) -> bool:
@@ -91,6 +92,7 @@ class RunReport:
             "warnings": self.warnings,
             "failures": self.failures,
             "logs": self.logs,
+            "stopped": self.stopped,
         }
 
 
@@ -150,9 +152,13 @@ def run_experiment(
         report.trials_enqueued = sum(r.trials_enqueued for r in plan)
         if _incomplete(experiment, runtime, plan):
             _start(pool, signals)
-            report.warnings += _wait_for_trials(
+            report.stopped = _wait_for_trials(
                 experiment, runtime, services, plan, pool, events, deadline, client
             )
+            report.warnings += [
+                f"{v['study_name']}: {v['reason']}; first error: {v['first_error']}"
+                for v in report.stopped
+            ]
         dispatched, _, warnings = benchmark_experiment(
             experiment, services, mode_override=mode_override
         )
@@ -246,14 +252,16 @@ def _wait_for_trials(
     events: Observer | None,
     deadline: float | None,
     client: Any,
-) -> list[str]:
-    """Follow the trials until each variant is complete or has nothing left to run;
-    returns a warning for each variant that stopped short."""
+) -> list[dict[str, Any]]:
+    """Follow the trials until every variant has finished, however it finished; returns
+    those that stopped short of n_trials, with the reason and the first worker error."""
     from hpoq.core.coordination.budget import TrialBudget
+    from hpoq.core.variant_state import variant_progress
 
     n = experiment.hpo.n_trials
     objective = experiment.hpo.objective
     budget = TrialBudget(services.redis, services.keys)
+    stopped: list[dict[str, Any]] = []
     waiting = list(plan)
     watches = {
         r.study_name: TrialWatch(
@@ -261,12 +269,11 @@ def _wait_for_trials(
         )
         for r in plan
     }
-    warnings = []
     while waiting:
         for result in list(waiting):
             watch = watches[result.study_name]
-            progress, finished = watch.update(_variant_trials(experiment, runtime, result))
-            done = progress.done
+            trials = _variant_trials(experiment, runtime, result)
+            progress, finished = watch.update(trials)
             if events:
                 for event in finished:
                     events(event)
@@ -275,24 +282,23 @@ def _wait_for_trials(
                 study_key_hash(result.backbone, result.study_name),
                 lost_after_s=experiment.hpo.stale_trial_grace_seconds,
             )
-            if done >= n:
+            state = variant_progress(trials, experiment.hpo, status)
+            if state.over:
                 waiting.remove(result)
-            elif status.pending == 0 and status.running == 0:
-                # Nothing queued or running and still short: trials failed or were given up
-                # (none finished at all: the report's failures say so, with the error).
-                if done:
+                if state.reason:
                     error = first_trial_error(
                         client, experiment, result.backbone, result.study_name
                     )
-                    warnings.append(
-                        f"{watch.label} stopped at {done} of {n} trials; first error: "
-                        f"{error or NO_ERROR_RECORDED}"
+                    log.warning("%s %s; first error: %s", watch.label, state.reason, error)
+                    stopped.append(
+                        {"backbone": result.backbone, "study_name": result.study_name}
+                        | state.to_json()
+                        | {"first_error": error or NO_ERROR_RECORDED}
                     )
-                waiting.remove(result)
         if waiting:
             _check(pool, deadline)
             time.sleep(POLL_S)
-    return warnings
+    return stopped
 
 
 def _failures(

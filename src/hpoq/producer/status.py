@@ -1,4 +1,5 @@
-"""`hpoq status`: queues, workers, benchmarks in flight, trial counts, failures.
+"""`hpoq status`: queues, workers, benchmarks in flight, where each variant stands (and
+the command that finishes it when it stopped short), failures and dead letters.
 
 Reads Redis, Celery's control channel and the Optuna storage only: it works from a
 machine that has just the producer installed. After an `hpoq run` (which stops the
@@ -8,6 +9,7 @@ queues, failed jobs and benchmarks are what the run left, and no worker is asked
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from hpoq.config.experiment import Experiment
@@ -17,6 +19,7 @@ from hpoq.producer.services import Services
 
 INSPECT_TIMEOUT_S = 1.0
 LOGS_DIR = "logs"  # <output>/logs/worker-<n>.log: the workers `hpoq run` starts
+RECENT_DEAD_LETTERS = 10
 
 
 def _queues(services: Services) -> dict[str, int]:
@@ -52,44 +55,71 @@ def _leases(services: Services) -> list[dict[str, str]]:
     ]
 
 
-def _variants(services: Services, experiment: Experiment) -> list[dict[str, Any]]:
-    from optuna.trial import TrialState
+def _variants(
+    services: Services, experiment: Experiment, experiment_path: str | None
+) -> list[dict[str, Any]]:
+    from hpoq.core.coordination.budget import TrialBudget
+    from hpoq.core.fingerprints import study_key_hash
+    from hpoq.core.variant_state import VariantState, variant_progress
 
-    store = services.runtime.study_store(experiment.hpo.checkpoint)
+    hpo = experiment.hpo
+    store = services.runtime.study_store(hpo.checkpoint)
+    budget = TrialBudget(services.redis, services.keys)
     rows = []
-    for backbone in experiment.hpo.backbones:
-        base = base_study_name(experiment.hpo.checkpoint.study_name, backbone.name)
+    for backbone in hpo.backbones:
+        base = base_study_name(hpo.checkpoint.study_name, backbone.name)
         for ref in store.list_variants(backbone.name, base):
             study = store.load(ref)
             trials = [] if study is None else study.get_trials(deepcopy=False)
-            count = {s: sum(t.state == s for t in trials) for s in TrialState}
-            rows.append(
-                {
-                    "backbone": ref.backbone,
-                    "variant": ref.variant,
-                    "study_name": ref.study_name,
-                    "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
-                    "pruned": count[TrialState.PRUNED],
-                    "running": count[TrialState.RUNNING],
-                    "failed": count[TrialState.FAIL],
-                    "n_trials": experiment.hpo.n_trials,
-                }
+            status = budget.status(
+                study_key_hash(ref.backbone, ref.study_name), hpo.stale_trial_grace_seconds
             )
+            progress = variant_progress(trials, hpo, status)
+            row: dict[str, Any] = {
+                "backbone": ref.backbone,
+                "variant": ref.variant,
+                "study_name": ref.study_name,
+                **progress.to_json(),
+                "queued": status.pending,
+                "lapsed_claims": status.lapsed,
+            }
+            if progress.state in (VariantState.INCOMPLETE, VariantState.FINISHED_WITH_FAILURES):
+                row["command"] = finish_command(experiment_path, ref.backbone, ref.variant)
+            rows.append(row)
     return rows
 
 
-def cluster_status(services: Services, experiment: Experiment | None = None) -> dict[str, Any]:
+def finish_command(experiment_path: str | None, backbone: str, variant: int) -> str:
+    """The command that tops up one variant."""
+    path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
+    return f"hpoq submit {path} --backbone {shlex.quote(backbone)} --variant {variant}"
+
+
+def _dead_letters(services: Services) -> dict[str, Any]:
+    from hpoq.core.coordination.dead_letters import DeadLetters
+
+    letters = DeadLetters(services.redis)
+    return {"count": letters.count(), "recent": letters.recent(RECENT_DEAD_LETTERS)}
+
+
+def cluster_status(
+    services: Services, experiment: Experiment | None = None, experiment_path: str | None = None
+) -> dict[str, Any]:
+    """`experiment_path`: as the user gave it, for the commands that finish a variant."""
     failed_jobs = services.redis.hgetall(services.keys.failed_jobs())
     failed_benchmarks = services.redis.hkeys(services.keys.failed_benchmarks())
+    variants = _variants(services, experiment, experiment_path) if experiment is not None else []
     return {
         "settings": services.runtime.settings.describe(),
         "queues": _queues(services),
         "workers": _workers(services),
         "benchmarks_in_flight": _leases(services),
-        "variants": _variants(services, experiment) if experiment is not None else [],
+        "variants": variants,
+        "incomplete_variants": [v for v in variants if "command" in v],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
         "where": locations(services, experiment),
+        "dead_letters": _dead_letters(services),
     }
 
 

@@ -10,7 +10,7 @@ addresses, never a path of this host.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +18,7 @@ from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_run_mode
 from hpoq.core.content_store import ContentStore
+from hpoq.core.coordination.active_variants import ActiveVariants
 from hpoq.core.coordination.budget import TrialBudget
 from hpoq.core.coordination.keys import RedisKeys
 from hpoq.core.coordination.variant_counter import VariantCounter
@@ -39,11 +40,9 @@ from hpoq.core.warm_start import enqueue_previous_best
 from hpoq.errors import InputError, ServiceError
 
 if TYPE_CHECKING:
-    import optuna
     import redis
     from celery import Celery
     from mlflow.tracking import MlflowClient
-    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 ENQUEUE_LOCK_TIMEOUT_S = 60
@@ -75,6 +74,27 @@ def select_backbones(experiment: Experiment, names: Sequence[str] | None) -> lis
     return list(dict.fromkeys(names))
 
 
+def variant_targets(
+    experiment: Experiment, store: StudyStore, names: Sequence[str], number: int, mode: RunMode
+) -> dict[str, VariantRef]:
+    """Variant `number` of each backbone in `names`; InputError (nothing written) when one
+    has no such variant or the run mode asks for a new variant."""
+    if mode is RunMode.FORCE_NEW:
+        raise InputError("--variant tops up an existing variant; it cannot go with force_new")
+    targets = {}
+    for name in names:
+        base = base_study_name(experiment.hpo.checkpoint.study_name, name)
+        refs = store.list_variants(name, base)
+        found = [ref for ref in refs if ref.variant == number]
+        if not found:
+            have = ", ".join(str(r.variant) for r in refs) or "none"
+            raise InputError(
+                f"--variant {number}: backbone {name!r} has no such variant (it has: {have})"
+            )
+        targets[name] = found[0]
+    return targets
+
+
 class Submitter:
     """Submits an experiment's HPO variants. One instance per command."""
 
@@ -98,6 +118,7 @@ class Submitter:
         self.budget = TrialBudget(redis_client, keys)
         # What the jobs carry: the experiment with content addresses (set by submit()).
         self.job_experiment: Experiment | None = None
+        self.variants = ActiveVariants(redis_client, keys)
 
     def submit(
         self,
@@ -105,8 +126,11 @@ class Submitter:
         mode_override: str | RunMode | None = None,
         backbones: Sequence[str] | None = None,
         inputs: PreparedInputs | None = None,
+        variant: int | None = None,
     ) -> list[SubmitResult]:
-        """`inputs`: the experiment's files hashed already (prepare_inputs), else here."""
+        """Submit per the run mode; with `variant`, top up that variant of each backbone
+        instead (resume semantics: continue it if incomplete, else use it as is).
+        `inputs`: the experiment's files hashed already (prepare_inputs), else here."""
         mode = get_run_mode(self.experiment.hpo, override=mode_override)
         names = select_backbones(self.experiment, backbones)
         bases = {
@@ -114,12 +138,15 @@ class Submitter:
         }
         # A file that cannot be read fails here, before anything is written.
         prepared = inputs if inputs is not None else prepare_inputs(self.experiment)
+        targets: dict[str, VariantRef] = {}
+        if variant is not None:
+            targets = variant_targets(self.experiment, self.store, names, variant, mode)
         try:
             self.redis.ping()
         except Exception as exc:
             raise ServiceError(f"Redis is unreachable: {exc}") from None
         self.job_experiment = publish_inputs(prepared, self._content_store())
-        return [self._submit_backbone(name, bases[name], mode) for name in names]
+        return [self._submit_backbone(name, bases[name], mode, targets.get(name)) for name in names]
 
     def _content_store(self) -> ContentStore:
         from hpoq.core.tracking import make_client
@@ -127,15 +154,19 @@ class Submitter:
         client = self.mlflow or make_client(self.runtime.mlflow_uri())
         return content_store(self.runtime, client)
 
-    def _submit_backbone(self, backbone: str, base: str, mode: RunMode) -> SubmitResult:
+    def _submit_backbone(
+        self, backbone: str, base: str, mode: RunMode, target: VariantRef | None = None
+    ) -> SubmitResult:
         hpo = self.experiment.hpo
-        refs = self.store.list_variants(backbone, base)
-        latest = refs[-1] if refs else None
+        if target is not None:
+            latest: VariantRef | None = target
+            mode = RunMode.RESUME_IF_INCOMPLETE
+        else:
+            refs = self.store.list_variants(backbone, base)
+            latest = refs[-1] if refs else None
         complete = False
         if latest is not None:
             study = self.store.load(latest)
-            if study is not None:
-                self._reap(study, latest)
             complete = study is not None and count_finished(study) >= hpo.n_trials
         action = decide(
             mode,
@@ -153,41 +184,6 @@ class Submitter:
         job_ids = self._enqueue_missing(ref)
         return SubmitResult(
             backbone, ref.study_name, ref.variant, action.value, len(job_ids), job_ids
-        )
-
-    def _reap(self, study: optuna.Study, ref: VariantRef) -> None:
-        """Fail the trials of workers that died (their claims lapsed) before counting, so a
-        stopped sweep never leaves a trial RUNNING forever."""
-        from hpoq.workers.context import lease_seconds
-        from hpoq.workers.reaper import reap_stale_trials
-
-        reap_stale_trials(
-            study,
-            study_key_hash(ref.backbone, ref.study_name),
-            self.budget,
-            grace_s=self.experiment.hpo.stale_trial_grace_seconds,
-            min_age_s=lease_seconds(),
-            mlflow=self.mlflow,
-            error_tag=self.experiment.tags.benchmark.error,
-            record_lost=None
-            if self.mlflow is None
-            else self._lost_trial_recorder(self.mlflow, ref),
-        )
-
-    def _lost_trial_recorder(
-        self, client: MlflowClient, ref: VariantRef
-    ) -> Callable[[FrozenTrial, str], None]:
-        from hpoq.core.tracking import artifact_root, ensure_experiment
-        from hpoq.workers.trial_tracking import lost_trial_recorder
-
-        name = self.experiment.hpo_experiment_name
-        return lost_trial_recorder(
-            client,
-            lambda: ensure_experiment(
-                client, name, artifact_root(self.runtime.layout, self.runtime.mlflow_uri())
-            ),
-            self.experiment,
-            ref,
         )
 
     def _new_variant(self, backbone: str, base: str, *, force: bool) -> VariantRef:
@@ -219,7 +215,7 @@ class Submitter:
         hpo = self.experiment.hpo
         study_key = study_key_hash(ref.backbone, ref.study_name)
         lock = self.redis.lock(
-            f"{self.keys.budget_pending(study_key)}:lock",
+            self.keys.enqueue_lock(study_key),
             timeout=ENQUEUE_LOCK_TIMEOUT_S,
             blocking_timeout=ENQUEUE_LOCK_TIMEOUT_S,
         )
@@ -231,7 +227,10 @@ class Submitter:
             missing = max(0, hpo.n_trials - finished - status.pending)
             jobs = [self._job(ref) for _ in range(missing)]
             job_ids = [job.job_id for job in jobs]
-            self.budget.add_pending(study_key, job_ids)
+            # The reaper watches the variant from now on (a failed or lost trial is replaced
+            # from this job), and the jobs are pending before they are sent.
+            template = jobs[0] if jobs else self._job(ref)
+            self.variants.register(study_key, template.model_dump_json(), job_ids)
             sent: list[str] = []
             try:
                 for job in jobs:

@@ -13,9 +13,12 @@ Order, and why:
    then the run is set FINISHED. MLflow calls are retried on that one run, so a lost
    reply never leaves two FINISHED runs for a key; a cache that cannot be written (disk
    full) fails the job instead of leaving a FINISHED run with no cache;
-5. release the lease with compare-and-delete.
+5. leave the registry of active jobs and release the lease, in one script (the reaper
+   never takes a finished job for one whose worker died). A job that raises (to be
+   retried) hands the lease back to its job id instead, as when it was queued.
 A failure leaves a FAILED run tagged with the key and the error, remembered for
-`hpoq benchmark retry-failed`, and frees the key.
+`hpoq benchmark retry-failed`, and frees the key. A worker that dies mid-measurement
+lets its lease lapse; the reaper enqueues the key again under a new fence.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any, Literal
 import redis
 
 from hpoq.config.tags import BENCHMARK_KEY_TAG
+from hpoq.core.benchmark_dispatch import DEFAULT_QUEUED_LEASE_S
 from hpoq.core.benchmark_index import cache_path, read_cache
 from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.coordination.leases import BenchmarkLeases
@@ -95,13 +99,23 @@ def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome
         if (leases.holder(key) or "").startswith(f"{job.job_id}@"):
             raise BenchmarkInFlight(f"{key}: another delivery of {job.job_id} is measuring it")
         return _superseded_or_busy(job, leases)
+    finished = False
     try:
         if job.fence < leases.current_fence(key):
+            finished = True
             return BenchmarkOutcome("superseded", key)
         existing = _existing_result(job, ctx)
         if existing is not None:
+            finished = True
             return BenchmarkOutcome("already_done", key, run_id=existing)
-        beat = Heartbeat(lambda: leases.heartbeat(key, owner, lease_s), lease_s / 3, job.job_id)
+        as_json = job.model_dump_json()
+        beat = Heartbeat(
+            lambda: leases.heartbeat(
+                key, owner, lease_s, fence=job.fence, job_id=job.job_id, job=as_json
+            ),
+            lease_s / 3,
+            job.job_id,
+        )
         with beat:
             try:
                 result = _measure(job, ctx)
@@ -111,23 +125,31 @@ def execute_benchmark(job: BenchmarkJob, ctx: WorkerContext) -> BenchmarkOutcome
                 text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 log.error("benchmark of %s failed: %s", key, text)
                 run_id = _log_failure(job, ctx, text)
+                finished = True
                 return BenchmarkOutcome("failed", key, run_id=run_id, error=text)
         if beat.lost.is_set() or leases.current_fence(key) != job.fence:
+            finished = True
             return BenchmarkOutcome("superseded", key)
         try:
             run_id = _publish(job, ctx, result)
         except CacheWriteFailed as exc:
             log.error("benchmark of %s not published: %s", key, exc)
             _log_failure(job, ctx, str(exc), run_id=exc.run_id)
+            finished = True
             return BenchmarkOutcome("failed", key, run_id=exc.run_id, error=str(exc))
+        finished = True
         return BenchmarkOutcome("measured", key, run_id=run_id)
     finally:
-        leases.release(key, owner)
+        if finished:
+            leases.finish(key, owner, job.job_id)
+        else:  # raised: queued again for its retry, the key still in its job's hands
+            leases.transfer(key, owner, job.job_id, DEFAULT_QUEUED_LEASE_S)
 
 
 def _superseded_or_busy(job: BenchmarkJob, leases: BenchmarkLeases) -> BenchmarkOutcome:
     """Someone else holds the key: a newer job (fence) supersedes us; else we wait."""
     if job.fence < leases.current_fence(job.benchmark_key):
+        leases.unregister(job.job_id)
         return BenchmarkOutcome("superseded", job.benchmark_key)
     raise BenchmarkInFlight(
         f"{job.benchmark_key} is being measured by {leases.holder(job.benchmark_key)}"
@@ -227,7 +249,7 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     from mlflow.entities import Metric, Param
 
     from hpoq.core.retry import retry_call
-    from hpoq.workers.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import _transient_errors
 
     client = ctx.mlflow
     tags = _tags(job, ctx) | {"hpoq.device": result.device, "hpoq.device_name": result.device_name}
@@ -283,7 +305,7 @@ def _abandon(client: Any, run_id: str) -> None:
 def record_final_failure(job: BenchmarkJob, ctx: WorkerContext, error: str) -> None:
     """A job that ran out of retries: FAILED run, remembered for retry-failed, key freed."""
     _log_failure(job, ctx, error)
-    BenchmarkLeases(ctx.redis, ctx.keys).release(job.benchmark_key, job.job_id)
+    BenchmarkLeases(ctx.redis, ctx.keys).finish(job.benchmark_key, job.job_id, job.job_id)
 
 
 def _log_failure(

@@ -8,6 +8,10 @@
   second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h). Workers sweep for messages past
   it every few seconds (kombu's own default is every 100 s), so a job whose worker died
   comes back soon after the timeout.
+- A worker survives any bytes on its queues: it consumes through
+  `broker_transport.Transport`, which dead-letters what kombu or Celery cannot handle
+  before they see it; what Celery refuses by itself is dead-lettered by the signal
+  handlers in `dead_letter_signals.py`. Producers keep kombu's own transport.
 - rediss:// without `ssl_cert_reqs` verifies the server certificate (CERT_REQUIRED), as
   redis-py does; Celery would otherwise refuse the URL.
 - Task events only while someone watches: Flower switches them on in every worker (it
@@ -32,6 +36,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 from hpoq.config.settings import load_settings
 from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
 
+SCREENING_TRANSPORT = "hpoq.workers.broker_transport:Transport"
 PROC_ALIVE_TIMEOUT_S = 60.0
 
 
@@ -53,7 +58,8 @@ def _tls_defaults(redis_url: str) -> dict[str, int] | None:
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
-def create_app(redis_url: str) -> Celery:
+def create_app(redis_url: str, *, consumer: bool = False) -> Celery:
+    """The app; `consumer`: the app of a worker, which screens what it takes off queues."""
     app = Celery("hpoq", broker=redis_url, backend=redis_url, include=["hpoq.workers.tasks"])
     visibility = visibility_timeout_s()
     transport = {
@@ -99,6 +105,8 @@ def create_app(redis_url: str) -> Celery:
         },
         enable_utc=True,
     )
+    if consumer:
+        app.conf.broker_transport = SCREENING_TRANSPORT
     tls = _tls_defaults(redis_url)
     if tls is not None:
         app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)

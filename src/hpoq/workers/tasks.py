@@ -2,11 +2,15 @@
 
 A job that failed for good (and a malformed payload) fails its task: Celery's result and
 Flower say FAILURE with the error text, after the job function has recorded the failure
-in MLflow and Redis. Loaded only inside worker processes (through the app's `include`).
+in MLflow and Redis (a malformed payload is dead-lettered first). Loaded only inside
+worker processes (through the app's `include`). Every pool process also runs the reaper
+(reaper_thread.py); the main process records the messages Celery refuses
+(dead_letter_signals.py).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -23,6 +27,7 @@ from hpoq.core.jobs import (
     parse_job,
 )
 from hpoq.errors import InputError, JobFailed, JobRejected
+from hpoq.workers import dead_letter_signals
 from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
 from hpoq.workers.context import WorkerContext
 
@@ -63,6 +68,21 @@ def _fresh_child(**_: Any) -> None:
         log.info("GPU memory capped to %.0f%% for this slot", 100 * fraction)
     _in_pool_process["yes"] = True
     freeze_loaded_objects()
+    _start_reaper()
+
+
+def _start_reaper() -> None:
+    from hpoq.core.reaper import Reaper
+    from hpoq.workers.context import lease_seconds
+    from hpoq.workers.reaper_thread import ReaperThread
+
+    lease_s = lease_seconds()
+
+    def make() -> Reaper:
+        ctx = WorkerContext.create(app.conf.broker_url)  # its own clients and study stores
+        return Reaper(ctx.runtime, ctx.redis, ctx.keys, app, lambda: ctx.mlflow, lease_s)
+
+    ReaperThread(make, interval_s=lease_s / 3).start()
 
 
 @worker_process_shutdown.connect
@@ -105,11 +125,19 @@ class Outcome(Protocol):
 
 
 def _parse(task: Task, payload: Any, model: type[J]) -> J:
-    """The job; a malformed payload is rejected, logged, never executed or retried."""
+    """The job; a malformed payload is rejected, logged, dead-lettered, never executed or
+    retried (JobRejected: a FAILURE with the reason)."""
     try:
         return parse_job(payload, model)
     except InputError as exc:
         log.error("rejected job %s: %s", task.request.id, exc)
+        queue = (task.request.delivery_info or {}).get("routing_key") or "?"
+        dead_letter_signals.record(
+            task.app.conf.broker_url,
+            f"invalid job payload: {exc}",
+            str(queue),
+            json.dumps(payload, default=str),
+        )
         raise JobRejected(f"rejected: {exc}") from None
 
 
@@ -132,7 +160,8 @@ def _execute(
     on_final_failure: Callable[[J, WorkerContext, BaseException], None] | None = None,
 ) -> tuple[WorkerContext, T]:
     """Run a job; in flight elsewhere -> check again later; transient error -> bounded
-    retries with backoff and jitter, then `on_final_failure`."""
+    retries with backoff and jitter, then `on_final_failure`; any other error ->
+    `on_final_failure` at once (it will not go away by retrying)."""
     from hpoq.core.retry import backoff_delay
 
     ctx = worker_context(task.app.conf.broker_url)
@@ -147,6 +176,10 @@ def _execute(
             raise
         delay = 1 + backoff_delay(task.request.retries, 2.0, 60.0)
         raise task.retry(exc=exc, countdown=delay) from None
+    except Exception as exc:
+        if on_final_failure is not None:
+            on_final_failure(job, ctx, exc)
+        raise
     finally:
         release_accelerator_memory()
         if _in_pool_process["yes"]:
@@ -156,16 +189,12 @@ def _execute(
 
 @app.task(name=TASK_RUN_TRIAL, bind=True, acks_late=True, max_retries=None, throws=(JobFailed,))
 def run_trial(self: Task, payload: Any) -> dict[str, Any]:
-    from hpoq.workers.events import enqueue_replacement, on_variant_complete
+    from hpoq.workers.follow_ups import send_follow_ups
     from hpoq.workers.trial_runner import execute_trial
 
     job = _parse(self, payload, TrialJob)
     ctx, outcome = _execute(self, job, execute_trial)
-    if outcome.variant_complete:
-        on_variant_complete(job, ctx, self.app)
-    for reaped in outcome.reaped:
-        if reaped.retired_first:
-            enqueue_replacement(job, ctx, self.app, reaped)
+    send_follow_ups(job, ctx, self.app, outcome)
     return _settle(outcome)
 
 

@@ -20,4 +20,4 @@ def _broker_url() -> str:
 
 
 use_mlflow_http_policy(MlflowHttpPolicy.WORKER)  # before any MLflow request (core/retry.py)
-app = create_app(_broker_url())
+app = create_app(_broker_url(), consumer=True)

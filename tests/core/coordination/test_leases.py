@@ -27,7 +27,7 @@ def test_a_late_finisher_cannot_release_someone_elses_lease(any_redis: redis.Red
     time.sleep(0.1)  # old's lease lapsed (its worker stalled or died)
     assert leases.acquire(KEY, "new", 60)
     assert not leases.release(KEY, "old")
-    assert not leases.heartbeat(KEY, "old", 60)
+    assert not _beat(leases, "old", 60)
     assert leases.holder(KEY) == "new"
     assert leases.release(KEY, "new")
     assert leases.holder(KEY) is None
@@ -48,8 +48,59 @@ def test_heartbeat_keeps_a_lease_alive(any_redis: redis.Redis) -> None:
     leases.acquire(KEY, "a", 0.2)
     for _ in range(3):
         time.sleep(0.1)
-        assert leases.heartbeat(KEY, "a", 0.2)
+        assert _beat(leases, "a", 0.2)
     assert leases.holder(KEY) == "a"
+
+
+def _beat(leases: BenchmarkLeases, owner: str, ttl_s: float, fence: int = 1) -> bool:
+    return leases.heartbeat(KEY, owner, ttl_s, fence=fence, job_id="job-1", job='{"j": 1}')
+
+
+def test_a_holder_takes_its_lapsed_lease_back_unless_a_newer_job_holds_the_key(
+    any_redis: redis.Redis,
+) -> None:
+    leases = BenchmarkLeases(any_redis, KEYS)
+    fence = leases.next_fence(KEY)
+    leases.acquire(KEY, "job-1@w", 0.05)
+    time.sleep(0.1)  # the holder stalled past its lease; nobody took the key
+    assert _beat(leases, "job-1@w", 60, fence)
+    assert leases.holder(KEY) == "job-1@w"
+    leases.release(KEY, "job-1@w")
+    newer = leases.next_fence(KEY)  # the reaper enqueued the key again
+    leases.acquire(KEY, "job-2", 60)
+    assert not _beat(leases, "job-1@w", 60, fence)
+    leases.release(KEY, "job-2")
+    assert not _beat(leases, "job-1@w", 60, fence)  # a newer fence exists: lost for good
+    assert leases.current_fence(KEY) == newer
+
+
+def test_after_redis_lost_its_data_the_holder_writes_back_lease_fence_and_registry(
+    any_redis: redis.Redis,
+) -> None:
+    leases = BenchmarkLeases(any_redis, KEYS)
+    fence = leases.next_fence(KEY)
+    leases.register("job-1", '{"j": 1}')
+    leases.transfer(KEY, "job-1", "job-1@w", 60)
+    for key in any_redis.scan_iter("hpoq:test:*"):
+        any_redis.delete(key)  # the wipe
+    assert _beat(leases, "job-1@w", 60, fence)
+    assert leases.holder(KEY) == "job-1@w"
+    assert leases.current_fence(KEY) == fence
+    assert leases.jobs() == {"job-1": '{"j": 1}'}
+    assert leases.next_fence(KEY) == fence + 1  # fences still only grow
+
+
+def test_finish_leaves_the_registry_and_releases_only_its_own_lease(
+    any_redis: redis.Redis,
+) -> None:
+    leases = BenchmarkLeases(any_redis, KEYS)
+    leases.register("job-1", "{}")
+    leases.register("job-2", "{}")
+    leases.acquire(KEY, "job-2", 60)
+    assert not leases.finish(KEY, "job-1@w", "job-1")  # superseded: not its lease
+    assert leases.holder(KEY) == "job-2" and set(leases.jobs()) == {"job-2"}
+    assert leases.finish(KEY, "job-2", "job-2")
+    assert leases.holder(KEY) is None and leases.jobs() == {}
 
 
 def test_fences_only_grow(any_redis: redis.Redis) -> None:

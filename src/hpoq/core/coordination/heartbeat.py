@@ -34,11 +34,16 @@ class Heartbeat:
         self._thread.start()
         return self
 
+    def stop(self) -> None:
+        """No beat after this returns (idempotent): call it before releasing the lease."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self.stop()

@@ -32,7 +32,9 @@ def status(
         use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)
         services = open_services(runtime, start_embedded=False, snapshot=True)
         try:
-            report = cluster_status(services, experiment)
+            report = cluster_status(
+                services, experiment, str(experiment_path) if experiment_path else None
+            )
         finally:
             services.close()
             if services.embedded is not None:
@@ -54,21 +56,32 @@ def status(
         stdout.print(f"benchmarks in flight: {len(report['benchmarks_in_flight'])}")
         if report["variants"]:
             numbers = ("finished", "running", "failed", "n_trials")
-            table = new_table("backbone", "variant", *numbers, right=numbers)
+            table = new_table("backbone", "variant", "state", *numbers, right=numbers)
             for v in report["variants"]:
                 table.add_row(
                     cell(v["backbone"]),
                     cell(v["study_name"]),
+                    cell(v["state"]),
                     str(v["finished"]),
                     str(v["running"]),
                     str(v["failed"]),
                     str(v["n_trials"]),
                 )
             print_table(stdout, table)
+        for v in report["incomplete_variants"]:
+            stdout.print(f"{escape(v['study_name'])}: {escape(v['reason'])}", highlight=False)
+            stdout.print(f"  to finish it: {escape(v['command'])}", highlight=False)
+        letters = report["dead_letters"]
         stdout.print(
             f"failed jobs: {len(report['failed_jobs'])}; "
-            f"failed benchmarks: {len(report['failed_benchmarks'])}"
+            f"failed benchmarks: {len(report['failed_benchmarks'])}; "
+            f"dead letters: {letters['count']}",
+            highlight=False,
         )
+        for letter in letters["recent"][:3]:
+            stdout.print(
+                f"  {escape(letter['queue'])}: {escape(letter['reason'])}", highlight=False
+            )
 
     emit(as_json, report, render)
 

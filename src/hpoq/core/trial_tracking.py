@@ -1,4 +1,6 @@
-"""MLflow runs of trials: created when the trial starts, terminated once with its state."""
+"""MLflow runs of trials: created when the trial starts, terminated once with its state.
+
+Shared: workers open and finish runs; the reaper fails the runs of trials it reaps."""
 
 from __future__ import annotations
 
