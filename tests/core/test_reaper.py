@@ -131,7 +131,9 @@ def test_a_dead_workers_trial_is_failed_replaced_and_its_job_retired(world: Worl
     assert run.data.tags[world.experiment.tags.benchmark.error] == LOST_REASON
     [replacement] = [parse_job(p, TrialJob) for p in world.sent.of(TASK_RUN_TRIAL)]
     assert replacement.job_id == f"{world.jobs[0].job_id}.r1"
-    assert replacement.study_name == "hpo_tiny" and replacement.experiment == world.jobs[0].experiment
+    assert (
+        replacement.study_name == "hpo_tiny" and replacement.experiment == world.jobs[0].experiment
+    )
     # The killed job's own message, redelivered later, finds its work done.
     assert execute_trial(world.jobs[0], world.ctx).status == "already_done"
     assert world.reaper.run_once().reaped == []  # type: ignore[union-attr]  # once only
