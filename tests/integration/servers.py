@@ -176,6 +176,8 @@ class MlflowServer:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As the compose service: no MLflow server job runners (seven huey processes).
+            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         )
         log.close()
         deadline = time.monotonic() + timeout_s

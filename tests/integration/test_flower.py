@@ -153,7 +153,10 @@ def test_flower_shows_every_job_with_its_state_and_failed_jobs_as_failure(
             # Failed jobs are acknowledged: nothing waits to be delivered again.
             wait_for(lambda: quiet(real_redis), 60, "an idle cluster", pool)
             seen = tasks()
-            assert len(seen) == 5  # the probe, 2 trials, 2 benchmark runs
+            # The probe, 2 trials, the failed trial's one replacement (max_failed_trials
+            # defaults to n_trials = 1), which fails too, and 2 benchmark runs.
+            assert len(seen) == 6, sorted(seen)
+            assert f"{broken_job}.r1" in seen and seen[f"{broken_job}.r1"]["state"] == "FAILURE"
             assert all(t["state"] in FINISHED and t["name"] for t in seen.values()), seen
             assert _get(f"{base}/api/tasks", None)[0] == 401
             assert _get(f"{base}/api/tasks", "admin:wrong")[0] == 401

@@ -119,7 +119,11 @@ def test_a_failing_objective_is_a_fail_trial_replaced_in_the_same_step(setup, mo
     monkeypatch.setattr(cheap, "objective", boom)
     outcome = execute_trial(jobs[0], ctx)
     assert outcome.status == "failed" and "diverged" in (outcome.error or "")
-    assert outcome.failure() == outcome.error  # what the task reports as its failure
+    # What the task reports as its failure: the trial, the study, the error and the run.
+    assert outcome.failure() == (
+        f"trial {outcome.trial_number} of {jobs[0].study_name} failed: {outcome.error}"
+        f" (MLflow run {outcome.run_id})"
+    )
     run = ctx.mlflow.get_run(outcome.run_id)
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["hpoq.error"]
     # Its replacement is pending from the moment the failed job is retired.
