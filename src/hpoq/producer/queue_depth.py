@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from hpoq.core.coordination.connection import connect
+from hpoq.errors import ServiceError
+from hpoq.redaction import redact_url
 from hpoq.workers.celery_app import is_amqp
 
 if TYPE_CHECKING:
@@ -38,12 +40,17 @@ def queue_lengths(
 def _amqp_lengths(celery: Celery, queues: Iterable[str]) -> dict[str, int]:
     lengths: dict[str, int] = {}
     with celery.connection_for_read() as conn:
-        for queue in queues:
-            channel = conn.channel()  # a failed passive declare closes its channel
-            try:
-                lengths[queue] = int(channel.queue_declare(queue, passive=True).message_count)
-            except conn.channel_errors:
-                lengths[queue] = 0  # not declared yet: nothing was ever sent to it
-            finally:
-                channel.close()
+        try:
+            for queue in queues:
+                channel = conn.channel()  # a failed passive declare closes its channel
+                try:
+                    count = channel.queue_declare(queue, passive=True).message_count
+                    lengths[queue] = int(count)
+                except conn.channel_errors:
+                    lengths[queue] = 0  # not declared yet: nothing was ever sent to it
+                finally:
+                    channel.close()
+        except conn.connection_errors as exc:
+            broker = redact_url(str(celery.conf.broker_url))
+            raise ServiceError(f"the broker at {broker} is unreachable: {exc}") from None
     return lengths
