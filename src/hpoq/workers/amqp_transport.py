@@ -12,10 +12,10 @@ dead-lettered in the coordination Redis and rejected without requeue (dropped, o
 to the queue's dead-letter exchange where an operator set one); the worker goes on. The
 worker's other consumers (events, gossip, remote control) are left as they are.
 
-What this relies on in kombu 5.7 and py-amqp 5.3, checked by
+What this relies on in kombu 5.7 and py-amqp 5.4, checked by
 tests/workers/test_amqp_transport.py: `pyamqp.Connection.Channel` is the channel class;
 `basic_consume` takes `queue`, `no_ack` and `callback`; the callback receives an
-`amqp.Message` whose `delivery_info` holds `delivery_tag` and `routing_key`; the
+`amqp.Message` whose `delivery_info` holds its `delivery_tag`; the
 connection's `client` is kombu's Connection, whose `transport_options` name the
 coordination Redis (celery_app.DEAD_LETTERS_OPTION).
 
@@ -48,10 +48,10 @@ class Channel(pyamqp.Channel):
         bound.apply_defaults()
         found = bound.arguments
         if found["queue"] in JOB_QUEUES and not found["no_ack"] and found["callback"]:
-            found["callback"] = self._screened(found["callback"])
+            found["callback"] = self._screened(str(found["queue"]), found["callback"])
         return super().basic_consume(*bound.args[1:], **bound.kwargs)
 
-    def _screened(self, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def _screened(self, queue: str, callback: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def screened_delivery(message: Any) -> Any:
             properties = getattr(message, "properties", None) or {}
             problem = screen_delivery(
@@ -62,12 +62,10 @@ class Channel(pyamqp.Channel):
             )
             if problem is None:
                 return callback(message)
-            info = message.delivery_info or {}
-            queue = str(info.get("routing_key") or "?")
             log.error("dead-lettered a message on queue %r: %s", queue, problem)
             body = message.body
             self._record(problem, queue, body if isinstance(body, bytes) else str(body))
-            self.basic_reject(info["delivery_tag"], requeue=False)
+            self.basic_reject(message.delivery_info["delivery_tag"], requeue=False)
             return None
 
         return screened_delivery
