@@ -122,10 +122,11 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def amqp_url() -> Iterator[str]:
     """A private virtual host on the test RabbitMQ (tests/integration/brokers.py). Skipped
     when no server answers or no virtual host can be made."""
+    from hpoq.redaction import redact_url
     from tests.integration.brokers import AMQP_SERVER, amqp_answers, private_vhost
 
     if not amqp_answers():
-        pytest.skip(f"no RabbitMQ at {AMQP_SERVER}")
+        pytest.skip(f"no RabbitMQ at {redact_url(AMQP_SERVER)}")
     with private_vhost() as url:
         if url is None:
             pytest.skip("cannot make a private RabbitMQ virtual host (no rabbitmqctl or API)")
