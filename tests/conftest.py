@@ -7,11 +7,15 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import redis
 
 from hpoq.core.coordination.embedded import EmbeddedRedis
+
+if TYPE_CHECKING:
+    from tests.integration.brokers import Broker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "config"
@@ -112,3 +116,28 @@ def mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
     return path
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A private virtual host on the test RabbitMQ (tests/integration/brokers.py). Skipped
+    when no server answers or no virtual host can be made."""
+    from hpoq.redaction import redact_url
+    from tests.integration.brokers import AMQP_SERVER, amqp_answers, private_vhost
+
+    if not amqp_answers():
+        pytest.skip(f"no RabbitMQ at {redact_url(AMQP_SERVER)}")
+    with private_vhost() as url:
+        if url is None:
+            pytest.skip("cannot make a private RabbitMQ virtual host (no rabbitmqctl or API)")
+        yield url
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def broker(request: pytest.FixtureRequest, redis_url: str) -> Broker:
+    """The same test on each broker: the test Redis itself, and RabbitMQ where it answers."""
+    from tests.integration.brokers import Broker
+
+    if request.param == "redis":
+        return Broker("redis", redis_url)
+    return Broker("amqp", request.getfixturevalue("amqp_url"))

@@ -90,3 +90,50 @@ def raw_messages(client: redis.Redis, queue: str) -> list[bytes]:
     """The raw bytes of every message on `queue`, oldest first."""
     raw = client.lrange(queue, 0, -1)
     return [m if isinstance(m, bytes) else str(m).encode() for m in reversed(raw)]
+
+
+# --- RabbitMQ: a delivery is framed (body, content type, headers apart) ---------------------
+
+AmqpMessage = tuple[bytes, dict[str, Any]]  # (body, properties)
+
+
+def amqp_poison_messages(body: bytes, properties: dict[str, Any]) -> dict[str, AmqpMessage]:
+    """The AMQP counterparts of `poison_messages`, made from a valid message's body and
+    properties (as Celery sent it): no envelope to break, the same body and headers."""
+    task = json.loads(body)
+    headers = dict(properties["application_headers"])
+
+    def with_body(new: bytes) -> AmqpMessage:
+        return new, properties
+
+    def with_headers(**changes: Any) -> AmqpMessage:
+        changed = dict(headers)
+        for key, value in changes.items():
+            if value is _DROP:
+                changed.pop(key, None)
+            else:
+                changed[key] = value
+        return body, {**properties, "application_headers": changed}
+
+    def with_properties(**changes: Any) -> AmqpMessage:
+        return body, {**properties, **changes}
+
+    return {
+        "non-JSON bytes": with_body(b"\xff\xfe\x00 not json"),
+        "truncated body": with_body(body[: len(body) // 2]),
+        "body null": with_body(b"null"),
+        "body list": with_body(b"[1, 2]"),
+        "body number": with_body(b"5"),
+        "body string": with_body(b'"hello"'),
+        "two arguments": with_body(json.dumps([[task[0][0], 1], {}, task[2]]).encode()),
+        "headers missing": with_properties(application_headers=None),
+        "task header a number": with_headers(task=5),
+        "id header missing": with_headers(id=_DROP),
+        "unknown task without id": with_headers(task="no.such.task", id=_DROP),
+        "timelimit wrong": with_headers(timelimit=[1, 2, 3]),
+        "unknown task": with_headers(task="no.such.task"),
+        "pickled content": with_properties(content_type="application/x-python-serialize"),
+        "oversized": with_body(
+            json.dumps([[{"pad": "x" * (5 * 1024 * 1024)}], {}, task[2]]).encode()
+        ),
+    }

@@ -16,6 +16,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from hpoq.config.settings import Settings
 from hpoq.producer.cli import app
 from tests.compose_env import InterpolationError, expressions, interpolate, read_env_file
 from tests.conftest import REPO_ROOT
@@ -35,7 +36,10 @@ REQUIRED = {
     "MLFLOW_FLASK_SERVER_SECRET_KEY",
     "FLOWER_PASSWORD",
     "HPOQ_NODE_NAME",
+    "RABBITMQ_PASSWORD",
 }
+# Optional, and empty by default: hpoq reads an empty value as unset (config/settings.py).
+EMPTY_MEANS_UNSET = {"HPOQ_BROKER_URL"}
 BUILT_IMAGE = f"hpoq:{PYPROJECT['project']['version']}"
 # A release, never a moving tag: x.y.z, or x.y for PostgreSQL (its releases are numbered so).
 EXACT_TAG = re.compile(r"^(postgres:\d+\.\d+|[a-z0-9./-]+:\d+\.\d+\.\d+)(-[a-z0-9.-]+)?$")
@@ -96,7 +100,7 @@ def test_every_variable_is_required_or_has_a_default() -> None:
         name, op, arg = match.group("braced"), match.group("op"), match.group("arg")
         assert name, f"bare ${match.group('named')}: write ${{NAME:?...}} or ${{NAME:-...}}"
         assert op in (":?", ":-"), f"${{{name}}} has no default and no guard"
-        assert arg, f"${{{name}{op}}} needs a message or a default"
+        assert arg or name in EMPTY_MEANS_UNSET, f"${{{name}{op}}} needs a message or a default"
         if op == ":?":
             required.add(name)
             assert name in arg, f"the message for {name} must name it: {arg!r}"
@@ -133,7 +137,7 @@ def test_optional_values_default_and_nothing_passes_through_empty(raw: dict[str,
     minimal = interpolate(raw, {name: f"{name.lower()}-value" for name in REQUIRED})
     for name, service in minimal["services"].items():
         for key, value in (service.get("environment") or {}).items():
-            assert value not in ("", None), f"{name}: {key} is empty"
+            assert value not in ("", None) or key in EMPTY_MEANS_UNSET, f"{name}: {key} is empty"
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), f"{name}: {port}"
         if "stop_grace_period" in service:
@@ -141,14 +145,16 @@ def test_optional_values_default_and_nothing_passes_through_empty(raw: dict[str,
     worker = minimal["services"]["worker-gpu0"]["environment"]
     assert worker["HPOQ_VISIBILITY_TIMEOUT"] == "43200"
     assert worker["MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert worker["HPOQ_BROKER_URL"] == ""
+    assert Settings(_env_file=None, **_settings_env(worker)).broker_url is None  # type: ignore[call-arg]
 
 
 # --- start order and health ------------------------------------------------------------
 
 
-def test_redis_postgres_and_mlflow_have_healthchecks(compose: dict[str, Any]) -> None:
+def test_redis_postgres_mlflow_and_rabbitmq_have_healthchecks(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    for name in ("redis", "postgres", "mlflow"):
+    for name in ("redis", "postgres", "mlflow", "rabbitmq"):
         check = services[name]["healthcheck"]
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
         assert check["retries"] >= 3 and check["interval"] and check["start_period"], name
@@ -159,6 +165,7 @@ def test_redis_postgres_and_mlflow_have_healthchecks(compose: dict[str, Any]) ->
     postgres_check = services["postgres"]["healthcheck"]["test"]
     assert postgres_check[1] == "pg_isready" and "127.0.0.1" in postgres_check  # TCP: past init
     assert "http://127.0.0.1:5000/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
+    assert "rabbitmq-diagnostics" in services["rabbitmq"]["healthcheck"]["test"]
 
 
 def test_services_start_once_what_they_need_is_healthy(compose: dict[str, Any]) -> None:
@@ -246,7 +253,7 @@ def test_producer_ports_are_published_on_the_bind_address_only(raw: dict[str, An
     published = {
         name: service["ports"] for name, service in raw["services"].items() if "ports" in service
     }
-    expected = {"redis": 6379, "postgres": 5432, "mlflow": 5000, "flower": 5555}
+    expected = {"redis": 6379, "postgres": 5432, "mlflow": 5000, "flower": 5555, "rabbitmq": 5672}
     assert set(published) == set(expected)
     for name, port in expected.items():
         assert published[name] == [f"${{HPOQ_BIND_ADDRESS:-127.0.0.1}}:{port}:{port}"]
@@ -259,6 +266,34 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
             assert image == BUILT_IMAGE, name
         else:
             assert EXACT_TAG.match(image), f"{name}: {image} is not an exact version"
+
+
+def _settings_env(environment: dict[str, str]) -> dict[str, Any]:
+    """A service's HPOQ_* environment as Settings keyword arguments."""
+    return {
+        key.removeprefix("HPOQ_").lower(): value
+        for key, value in environment.items()
+        if key.startswith("HPOQ_") and value != "" and key != "HPOQ_OUTPUT_DIR"
+    }
+
+
+def test_rabbitmq_is_an_optional_broker_the_workers_take_from_the_env(raw: dict[str, Any]) -> None:
+    url = "amqp://hpoq:rabbitmq_password-value@rabbitmq:5672/hpoq"
+    chosen = interpolate(raw, filled_env(HPOQ_BROKER_URL=url, HPOQ_VISIBILITY_TIMEOUT="86400"))
+    rabbit = chosen["services"]["rabbitmq"]
+    assert rabbit["profiles"] == ["rabbitmq"]  # off unless asked for
+    assert [n for n, s in chosen["services"].items() if "profiles" in s] == ["rabbitmq"]
+    env = rabbit["environment"]
+    assert env["RABBITMQ_DEFAULT_PASS"] == "rabbitmq_password-value"
+    assert (env["RABBITMQ_DEFAULT_USER"], env["RABBITMQ_DEFAULT_VHOST"]) == ("hpoq", "hpoq")
+    # consumer_timeout (ms) = the longest job: a long trial's channel is never closed.
+    assert env["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"] == "-rabbit consumer_timeout 86400000"
+    assert "rabbitmq-data:/var/lib/rabbitmq" in rabbit["volumes"]
+    for name in ("worker-gpu0", "worker-gpu1", "flower"):
+        service_env = chosen["services"][name]["environment"]
+        assert service_env["HPOQ_BROKER_URL"] == url, name
+        settings = Settings(_env_file=None, **_settings_env(service_env))  # type: ignore[call-arg]
+        assert settings.broker_url is not None and settings.broker_url.get_secret_value() == url
 
 
 def test_postgres_creates_the_optuna_and_auth_databases(compose: dict[str, Any]) -> None:

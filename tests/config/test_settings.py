@@ -13,6 +13,7 @@ from hpoq.errors import SettingsError
 
 ENV_NAMES = (
     "HPOQ_REDIS_URL",
+    "HPOQ_BROKER_URL",
     "HPOQ_OPTUNA_STORAGE",
     "HPOQ_OUTPUT_DIR",
     "HPOQ_PLATFORM",
@@ -39,6 +40,7 @@ def test_unset_means_local_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert s.output_root() == (tmp_path / "outputs").resolve()
     assert s.describe() == {
         "redis_url": None,
+        "broker_url": None,
         "optuna_storage": None,
         "mlflow_tracking_uri": None,
         "output_dir": str((tmp_path / "outputs").resolve()),
@@ -133,9 +135,10 @@ def test_settings_never_show_secrets(
     monkeypatch.setenv("HPOQ_REDIS_URL", url)
     monkeypatch.setenv("HPOQ_OPTUNA_STORAGE", url)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("HPOQ_BROKER_URL", url.replace(url.split("://")[0], "amqp", 1))
     s = Settings()
     described = s.describe()
-    for key in ("redis_url", "optuna_storage", "mlflow_tracking_uri"):
+    for key in ("redis_url", "broker_url", "optuna_storage", "mlflow_tracking_uri"):
         value = described[key]
         assert value is not None
         assert ":***@" in value
@@ -195,6 +198,7 @@ def test_numeric_settings_have_their_defaults() -> None:
     "name",
     [
         "HPOQ_REDIS_URL",
+        "HPOQ_BROKER_URL",
         "HPOQ_OPTUNA_STORAGE",
         "HPOQ_OUTPUT_DIR",
         "HPOQ_PLATFORM",
@@ -232,6 +236,9 @@ def test_an_empty_value_counts_as_unset(monkeypatch: pytest.MonkeyPatch, name: s
         ("HPOQ_MAX_DELIVERIES", "three", "a whole number of deliveries, 1 or more"),
         ("HPOQ_DEBUG", "maybe", "a boolean"),
         ("HPOQ_CHEAP_BENCH_SLEEP", "soon", "a number of seconds 0 or more"),
+        ("HPOQ_BROKER_URL", "kafka://h:9092", "a redis://, rediss://, amqp:// or amqps:// URL"),
+        ("HPOQ_BROKER_URL", "127.0.0.1:5672", "a redis://, rediss://, amqp:// or amqps:// URL"),
+        ("HPOQ_BROKER_URL", "amqp://", "a redis://, rediss://, amqp:// or amqps:// URL"),
     ],
 )
 def test_a_bad_value_names_the_variable_and_what_it_expects(
@@ -243,6 +250,21 @@ def test_a_bad_value_names_the_variable_and_what_it_expects(
     message = str(exc.value)
     assert message.startswith(f"{name}={value!r}: expected {expects}")
     assert "\n" not in message and "pydantic" not in message
+
+
+def test_the_broker_is_the_coordination_redis_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().broker("redis://r:6379/0") == "redis://r:6379/0"
+    monkeypatch.setenv("HPOQ_BROKER_URL", "amqp://u:pw@rabbit:5672/hpoq")
+    assert load_settings().broker("redis://r:6379/0") == "amqp://u:pw@rabbit:5672/hpoq"
+    monkeypatch.setenv("HPOQ_BROKER_URL", "AMQPS://u:pw@rabbit:5671/hpoq")
+    assert load_settings().broker_url is not None
+
+
+def test_a_bad_broker_url_never_shows_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HPOQ_BROKER_URL", "kafka://u:s3cret@h:9092")
+    with pytest.raises(SettingsError, match="HPOQ_BROKER_URL") as exc:
+        load_settings()
+    assert "s3cret" not in str(exc.value)
 
 
 def test_every_bad_variable_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Faults in delivery: a job that crashes its worker process every time, and a job handed
+"""Faults in delivery: a job that crashes its worker process every time (on Redis and on
+RabbitMQ, which requeues a job rejected by a lost pool process at once), and a job handed
 to a second worker after the visibility timeout while the first delivery still runs."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hpoq.workers.celery_app import create_app
 from hpoq.workers.context import redis_keys
 from hpoq.workers.deliveries import root_job_id
 from tests.factories import make_experiment, write_experiment
+from tests.integration.brokers import Broker
 from tests.integration.cluster import Worker, cluster_env, wait_for, workers
 from tests.integration.crashing import MARKERS_ENV, RELEASE
 from tests.integration.probes import (
@@ -37,7 +39,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("crash", ["sigkill", "hard_exit"])
 def test_a_job_that_always_kills_its_worker_stops_after_max_deliveries_and_shows_failed(
-    tmp_path: Path, real_redis: redis.Redis, redis_url: str, crash: str
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str, crash: str, broker: Broker
 ) -> None:
     output = tmp_path / "out"
     objective = f"tests.integration.crashing:{crash}"
@@ -47,11 +49,12 @@ def test_a_job_that_always_kills_its_worker_stops_after_max_deliveries_and_shows
     experiment = make_experiment(tmp_path, n_trials=1, objective=objective, **extra)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
     keys = redis_keys(runtime)
-    [submitted] = Submitter(experiment, runtime, real_redis, keys, create_app(redis_url)).submit()
+    [submitted] = Submitter(experiment, runtime, real_redis, keys, broker.app(redis_url)).submit()
     [job_id] = submitted.job_ids
     env = cluster_env(
         output,
         redis_url,
+        **broker.env(),
         HPOQ_MAX_DELIVERIES="3",
         HPOQ_LEASE_SECONDS="2",
         # The objective lives in the tests package: importable from the repository root.
@@ -59,10 +62,10 @@ def test_a_job_that_always_kills_its_worker_stops_after_max_deliveries_and_shows
     )
     with workers(env, tmp_path, 1) as pool:
         wait_for(lambda: real_redis.hlen(keys.failed_jobs()), 120, "the job to be given up", pool)
-        wait_for(lambda: quiet(real_redis), 60, "an idle cluster", pool)
+        wait_for(lambda: broker.quiet(real_redis), 60, "an idle cluster", pool)
         deliveries = real_redis.get(keys.job_deliveries(job_id))
         time.sleep(3)  # more than a lease: nothing comes back
-        assert quiet(real_redis)
+        assert broker.quiet(real_redis)
         assert real_redis.get(keys.job_deliveries(job_id)) == deliveries == "4"
         status = hpoq_json(env, "status", str(path))
         [worker] = pool

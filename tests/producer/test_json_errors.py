@@ -96,6 +96,17 @@ def test_a_bad_environment_value_exits_2_naming_it(tmp_path: Path) -> None:
     assert not output.exists()  # no embedded Redis was started
 
 
+def test_a_bad_broker_url_exits_2_naming_it_and_hiding_its_password(tmp_path: Path) -> None:
+    path = write_experiment(tmp_path)
+    output = tmp_path / "out"
+    result = _hpoq(output, "submit", str(path), "--json", HPOQ_BROKER_URL="kafka://u:pw@h:9092")
+    assert result.returncode == 2
+    error = error_document(result.stdout, 2, "environment")
+    assert error["message"].startswith("HPOQ_BROKER_URL='kafka://u:***@h:9092': expected a redis")
+    assert ":pw@" not in result.stdout + result.stderr
+    assert not output.exists()  # nothing started, nothing written
+
+
 def test_an_unreachable_service_is_exit_1_with_a_document(tmp_path: Path) -> None:
     result = _hpoq(tmp_path / "out", "status", "--json")
     assert result.returncode == 1

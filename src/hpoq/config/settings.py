@@ -33,6 +33,8 @@ MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
 DEFAULT_LEASE_S = 60.0
 DEFAULT_MAX_DELIVERIES = 3
+BROKER_SCHEMES = ("redis", "rediss", "amqp", "amqps")
+AMQP_SCHEMES = ("amqp", "amqps")
 
 
 def _seconds(description: str) -> str:
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     )
 
     redis_url: SecretStr | None = Field(None, description="a redis:// or rediss:// URL")
+    # Where jobs queue (unset: the Redis above). Counters, leases, dead letters and events
+    # stay in that Redis whichever broker carries the jobs.
+    broker_url: SecretStr | None = Field(
+        None, description="a redis://, rediss://, amqp:// or amqps:// URL (RabbitMQ)"
+    )
     optuna_storage: SecretStr | None = Field(None, description="an Optuna storage URL")
     output_dir: Path = Field(Path("outputs"), description="a directory path")
     platform: str | None = Field(None, description="a platform name for output paths")
@@ -83,12 +90,25 @@ class Settings(BaseSettings):
     cheap_objective_sleep: float = Field(0.0, ge=0, description=_seconds("0 or more"))
     cheap_bench_sleep: float = Field(0.0, ge=0, description=_seconds("0 or more"))
 
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme, sep, rest = value.get_secret_value().partition("://")
+            if not sep or not rest or scheme.lower() not in BROKER_SCHEMES:
+                raise ValueError("unknown broker URL scheme")
+        return value
+
     @field_validator("lease_seconds", "cheap_objective_sleep", "cheap_bench_sleep")
     @classmethod
     def _finite(cls, value: float) -> float:
         if not math.isfinite(value):
             raise ValueError("must be a finite number")
         return value
+
+    def broker(self, redis_url: str) -> str:
+        """The broker's URL: HPOQ_BROKER_URL, else `redis_url` (the coordination Redis)."""
+        return redis_url if self.broker_url is None else self.broker_url.get_secret_value()
 
     def output_root(self) -> Path:
         return self.output_dir.expanduser().resolve()
@@ -101,6 +121,7 @@ class Settings(BaseSettings):
 
         return {
             "redis_url": show(self.redis_url),
+            "broker_url": show(self.broker_url),
             "optuna_storage": show(self.optuna_storage),
             "mlflow_tracking_uri": show(self.mlflow_tracking_uri),
             "output_dir": str(self.output_root()),

@@ -18,7 +18,9 @@ every third of a lease. A pass:
 
 A job whose worker died keeps its message in Redis's `unacked` until the visibility
 timeout (12 h by default); when it comes back it finds its job done (a reaped trial job)
-or superseded (a benchmark job), and does nothing. A RUNNING trial without a job id
+or superseded (a benchmark job), and does nothing. On RabbitMQ the message comes back at
+once, while the dead worker's claim still holds: it waits out the lease (JobInFlight) and
+then finds the same. A RUNNING trial without a job id
 (written by hand or by an older process) is failed after `stale_trial_grace_seconds`.
 """
 

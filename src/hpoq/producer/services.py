@@ -44,7 +44,8 @@ class Services:
 def open_services(
     runtime: Runtime, *, start_embedded: bool = True, owned: bool = False, snapshot: bool = False
 ) -> Services:
-    """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender.
+    """Reach Redis (HPOQ_REDIS_URL or the embedded server) and build the Celery sender
+    (on HPOQ_BROKER_URL, else that Redis).
 
     `owned`: the caller stops the embedded server when it ends (`hpoq run`; see
     core/coordination/local_redis.py). `snapshot` (readers, with `start_embedded=False`):
@@ -58,7 +59,8 @@ def open_services(
     url, embedded = resolve_redis_url(runtime, start=start_embedded, owned=owned, snapshot=snapshot)
     try:
         client = connect(url)
-        return Services(runtime, url, client, redis_keys(runtime), create_app(url), embedded)
+        celery = create_app(url, broker=runtime.settings.broker(url))
+        return Services(runtime, url, client, redis_keys(runtime), celery, embedded)
     except BaseException:
         if embedded is not None:
             embedded.stop()

@@ -1,8 +1,9 @@
 """`hpoq status`: queues, workers, benchmarks in flight, where each variant stands (and
 the command that finishes it when it stopped short), failures and dead letters.
 
-Reads Redis, Celery's control channel and the Optuna storage only: it works from a
-machine that has just the producer installed. After an `hpoq run` (which stops the
+Reads Redis, the broker's queue lengths (producer/queue_depth.py), Celery's control
+channel and the Optuna storage only: it works from a machine that has just the producer
+installed. After an `hpoq run` (which stops the
 embedded Redis it started) Redis is read from a copy of its data (`services.snapshot`):
 queues, failed jobs and benchmarks are what the run left, and no worker is asked.
 """
@@ -23,7 +24,11 @@ RECENT_DEAD_LETTERS = 10
 
 
 def _queues(services: Services) -> dict[str, int]:
-    return {q: int(services.redis.llen(q)) for q in (QUEUE_HPO, QUEUE_BENCHMARK)}
+    from hpoq.producer.queue_depth import queue_lengths
+
+    return queue_lengths(
+        services.celery, services.redis, services.redis_url, (QUEUE_HPO, QUEUE_BENCHMARK)
+    )
 
 
 def _describe_task(task: dict[str, Any]) -> dict[str, Any]:

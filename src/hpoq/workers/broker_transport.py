@@ -26,6 +26,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 
 from hpoq.core.coordination.dead_letters import DeadLetters
+from hpoq.workers.celery_app import DEAD_LETTERS_OPTION
+from hpoq.workers.dead_letter_signals import record
 from hpoq.workers.message_screen import screen
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,11 @@ class Channel(kombu_redis.Channel):
 
     def _dead_letter(self, problem: str, queue: str, raw: bytes) -> None:
         log.error("dead-lettered a message on queue %r: %s", queue, problem)
-        try:
+        options = self.connection.client.transport_options or {}
+        if options.get(DEAD_LETTERS_OPTION):  # the coordination Redis (celery_app.py)
+            record(str(options[DEAD_LETTERS_OPTION]), problem, queue, raw)
+            return
+        try:  # a bare kombu connection: the broker's Redis
             with self.conn_or_acquire() as client:
                 DeadLetters(client).add(problem, queue, raw)
         except Exception as exc:  # the worker must live on even if this fails

@@ -4,14 +4,21 @@
 - One job per process and a prefetch of one: a worker never sits on jobs it cannot run.
 - acks_late with reject_on_worker_lost: a job whose worker dies is delivered again; the
   job's own idempotency (trial budget, benchmark lease) makes that redelivery harmless.
-- visibility_timeout above the longest job, so Redis does not hand a running job to a
-  second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h). Workers sweep for messages past
-  it every few seconds (kombu's own default is every 100 s), so a job whose worker died
-  comes back soon after the timeout.
-- A worker survives any bytes on its queues: it consumes through
-  `broker_transport.Transport`, which dead-letters what kombu or Celery cannot handle
-  before they see it; what Celery refuses by itself is dead-lettered by the signal
-  handlers in `dead_letter_signals.py`. Producers keep kombu's own transport.
+- The broker is HPOQ_BROKER_URL (`broker_url`), else the coordination Redis; results,
+  counters, leases and dead letters always live in that Redis (`coordination_url`).
+- On a Redis broker: visibility_timeout above the longest job, so Redis does not hand a
+  running job to a second worker (HPOQ_VISIBILITY_TIMEOUT, default 12 h). Workers sweep
+  for messages past it every few seconds (kombu's own default is every 100 s), so a job
+  whose worker died comes back soon after the timeout.
+- On RabbitMQ (amqp://): no visibility timeout; a dead worker's unacknowledged job goes
+  back on its queue the moment its connection drops. RabbitMQ's own `consumer_timeout`
+  (30 min by default) closes the channel of a delivery unacknowledged for longer: the
+  broker must set it above the longest job (docker-compose.yml does, from
+  HPOQ_VISIBILITY_TIMEOUT; README "RabbitMQ broker").
+- A worker survives any bytes on its queues: it consumes through `broker_transport`
+  (Redis) or `amqp_transport` (RabbitMQ), which dead-letter what kombu or Celery cannot
+  handle before they see it; what Celery refuses by itself is dead-lettered by the signal
+  handlers in `dead_letter_signals.py`. Producers keep kombu's own transports.
 - rediss:// without `ssl_cert_reqs` verifies the server certificate (CERT_REQUIRED), as
   redis-py does; Celery would otherwise refuse the URL.
 - Task events only while someone watches: Flower switches them on in every worker (it
@@ -28,15 +35,23 @@ name. Workers load `hpoq.workers.tasks` through `include`.
 from __future__ import annotations
 
 import ssl
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from hpoq.config.settings import load_settings
+from hpoq.config.settings import AMQP_SCHEMES, load_settings
 from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
 
 SCREENING_TRANSPORT = "hpoq.workers.broker_transport:Transport"
+SCREENING_AMQP_TRANSPORTS = {
+    "amqp": "hpoq.workers.amqp_transport:Transport",
+    "amqps": "hpoq.workers.amqp_transport:SSLTransport",
+}
+# The screening transports' dead letters go to the coordination Redis, named in the
+# broker's transport options ("backend" in the name: Celery masks its password in reports).
+DEAD_LETTERS_OPTION = "hpoq_dead_letters_backend"
 PROC_ALIVE_TIMEOUT_S = 60.0
 
 
@@ -58,11 +73,28 @@ def _tls_defaults(redis_url: str) -> dict[str, int] | None:
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
-def create_app(redis_url: str, *, consumer: bool = False) -> Celery:
-    """The app; `consumer`: the app of a worker, which screens what it takes off queues."""
-    app = Celery("hpoq", broker=redis_url, backend=redis_url, include=["hpoq.workers.tasks"])
+def broker_scheme(url: str) -> str:
+    return url.partition("://")[0].lower()
+
+
+def is_amqp(url: str) -> bool:
+    return broker_scheme(url) in AMQP_SCHEMES
+
+
+def broker_url(redis_url: str) -> str:
+    """HPOQ_BROKER_URL, else the coordination Redis (`hpoq run` with nothing set: the
+    embedded one)."""
+    return load_settings().broker(redis_url)
+
+
+def coordination_url(app: Celery) -> str:
+    """The Redis that holds results, counters, leases and dead letters."""
+    return str(app.conf.result_backend)
+
+
+def _redis_transport_options() -> dict[str, Any]:
     visibility = visibility_timeout_s()
-    transport = {
+    return {
         "visibility_timeout": visibility,
         "unacked_restore_interval": restore_interval_s(visibility),
         "unacked_restore_throttle": 1,
@@ -71,6 +103,16 @@ def create_app(redis_url: str, *, consumer: bool = False) -> Celery:
         "socket_keepalive": True,
         "health_check_interval": 30,
     }
+
+
+def create_app(redis_url: str, *, consumer: bool = False, broker: str | None = None) -> Celery:
+    """The app; `consumer`: the app of a worker, which screens what it takes off queues.
+    `broker`: the broker's URL (default: `broker_url(redis_url)`)."""
+    broker = broker_url(redis_url) if broker is None else broker
+    app = Celery("hpoq", broker=broker, backend=redis_url, include=["hpoq.workers.tasks"])
+    results = _redis_transport_options()
+    transport = dict(results) if not is_amqp(broker) else {}
+    transport[DEAD_LETTERS_OPTION] = redis_url
     app.conf.update(
         task_serializer="json",
         result_serializer="json",
@@ -94,7 +136,7 @@ def create_app(redis_url: str, *, consumer: bool = False) -> Celery:
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         broker_transport_options=transport,
-        result_backend_transport_options=transport,
+        result_backend_transport_options=results,
         result_expires=7 * 24 * 3600,
         result_extended=False,
         task_queues=[Queue(QUEUE_HPO), Queue(QUEUE_BENCHMARK)],  # type: ignore[no-untyped-call]
@@ -106,8 +148,13 @@ def create_app(redis_url: str, *, consumer: bool = False) -> Celery:
         enable_utc=True,
     )
     if consumer:
-        app.conf.broker_transport = SCREENING_TRANSPORT
+        app.conf.broker_transport = SCREENING_AMQP_TRANSPORTS.get(
+            broker_scheme(broker), SCREENING_TRANSPORT
+        )
     tls = _tls_defaults(redis_url)
     if tls is not None:
-        app.conf.update(broker_use_ssl=tls, redis_backend_use_ssl=tls)
+        app.conf.redis_backend_use_ssl = tls
+    broker_tls = _tls_defaults(broker)
+    if broker_tls is not None:
+        app.conf.broker_use_ssl = broker_tls
     return app

@@ -4,7 +4,8 @@ Celery rejects (and so acknowledges) a message whose content type it does not ac
 whose ETA is malformed (`task_rejected`), and one naming a task no worker has
 (`task_unknown`); it logs them and goes on. These handlers also record them where people
 look (`hpoq status`). Messages that would end the worker never reach Celery: see
-broker_transport.py. A job whose payload is malformed is recorded by the task itself.
+broker_transport.py and amqp_transport.py. A job whose payload is malformed is recorded by
+the task itself.
 """
 
 from __future__ import annotations
@@ -17,22 +18,24 @@ from celery.signals import task_rejected, task_unknown
 
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.dead_letters import DeadLetters
+from hpoq.workers.celery_app import coordination_url
 
 log = logging.getLogger(__name__)
 _clients: dict[str, DeadLetters] = {}
 
 
-def dead_letters(broker_url: str) -> DeadLetters:
-    """One client per broker URL in this process (redis-py pools survive a fork)."""
-    found = _clients.get(broker_url)
+def dead_letters(redis_url: str) -> DeadLetters:
+    """One client per coordination Redis URL in this process (redis-py pools survive a
+    fork)."""
+    found = _clients.get(redis_url)
     if found is None:
-        found = _clients[broker_url] = DeadLetters(connect(broker_url))
+        found = _clients[redis_url] = DeadLetters(connect(redis_url))
     return found
 
 
-def record(broker_url: str, reason: str, queue: str, raw: bytes | str) -> None:
+def record(redis_url: str, reason: str, queue: str, raw: bytes | str) -> None:
     try:
-        dead_letters(broker_url).add(reason, queue, raw)
+        dead_letters(redis_url).add(reason, queue, raw)
     except Exception as exc:  # never let bookkeeping end the worker
         log.error("could not record the dead letter (%s): %s", reason, exc)
 
@@ -53,13 +56,13 @@ def _on_rejected(sender: Any = None, message: Any = None, exc: Any = None, **_: 
     if sender is None or message is None:
         return
     reason = f"refused by Celery: {exc!r}" if exc else "refused by Celery: unknown message format"
-    record(sender.app.conf.broker_url, reason, _queue(message), _raw(message))
+    record(coordination_url(sender.app), reason, _queue(message), _raw(message))
 
 
 def _on_unknown(sender: Any = None, message: Any = None, name: Any = None, **_: Any) -> None:
     if sender is None or message is None:
         return
-    record(sender.app.conf.broker_url, f"unknown task {name!r}", _queue(message), _raw(message))
+    record(coordination_url(sender.app), f"unknown task {name!r}", _queue(message), _raw(message))
 
 
 task_rejected.connect(_on_rejected)

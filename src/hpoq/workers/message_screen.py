@@ -3,12 +3,14 @@
 kombu's Redis transport and Celery's task dispatcher assume a well-formed message: a JSON
 envelope that kombu wrote, a Celery protocol 2 body and headers. Anything else raises in
 the worker's main process, where nothing catches it, and the worker exits ("Unrecoverable
-error"); a message already taken into `unacked` is restored and kills the next worker too
-(kombu 5.7 `Message.__init__`, `Channel._brpop_read`; Celery 5.7 `worker/strategy.py`
-`task_message_handler`, `Consumer.on_unknown_task`). `screen` names what is wrong, or
-returns None for a message they handle safely: a valid one, or one that Celery refuses by
-itself (a content type it does not accept, an unknown task name, a malformed ETA), which
-the signal handlers in `dead_letter_signals.py` record.
+error"); a message already taken into `unacked` (Redis) or delivered unacknowledged
+(RabbitMQ, which requeues it when the worker's connection drops) kills the next worker
+too (kombu 5.7 `Message.__init__`, `Channel._brpop_read`; Celery 5.7 `worker/strategy.py`
+`task_message_handler`, `Consumer.on_unknown_task`). `screen` (a Redis queue's raw bytes)
+and `screen_delivery` (an AMQP delivery's parts) name what is wrong, or return None for a
+message they handle safely: a valid one, or one that Celery refuses by itself (a content
+type it does not accept, an unknown task name, a malformed ETA), which the signal handlers
+in `dead_letter_signals.py` record.
 
 Every hpoq task takes exactly one argument, the job payload (a JSON object).
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from typing import Any
 
 # Jobs carry a resolved experiment: kilobytes. Anything near this is not one of ours.
@@ -37,7 +40,7 @@ _OPTIONAL_TEXT_HEADERS = (
 
 
 def screen(raw: bytes) -> str | None:
-    """What is wrong with a raw message taken off a queue, or None."""
+    """What is wrong with a raw message taken off a Redis queue (kombu's JSON envelope)."""
     if len(raw) > MAX_MESSAGE_BYTES:
         return f"oversized: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})"
     try:
@@ -49,17 +52,39 @@ def screen(raw: bytes) -> str | None:
     problem = _envelope_problem(envelope)
     if problem is not None:
         return problem
-    headers: dict[str, Any] = envelope["headers"]
+    return _task_problem(
+        envelope["headers"],
+        envelope.get("content-type"),
+        envelope.get("content-encoding"),
+        lambda: _body_bytes(envelope),
+    )
+
+
+def screen_delivery(
+    headers: Any, content_type: Any, content_encoding: Any, body: bytes | str
+) -> str | None:
+    """What is wrong with a message delivered by AMQP (RabbitMQ), which frames the headers,
+    content type and body itself: the same checks as `screen` past kombu's envelope."""
+    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return f"oversized: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})"
+    if not isinstance(headers, dict):
+        return "no headers object: not a Celery protocol 2 task message"
+    return _task_problem(headers, content_type, content_encoding, lambda: raw)
+
+
+def _task_problem(
+    headers: dict[str, Any], content_type: Any, content_encoding: Any, body: Callable[[], bytes]
+) -> str | None:
     problem = _headers_problem(headers)
     if problem is not None:
         return problem
-    if envelope.get("content-type") != JSON_CONTENT_TYPE:
+    if content_type != JSON_CONTENT_TYPE:
         return None  # Celery refuses other content types itself (task_rejected)
-    if envelope.get("content-encoding") not in ("utf-8", "utf8"):
-        return f"JSON body with content-encoding {envelope.get('content-encoding')!r}"
+    if content_encoding not in ("utf-8", "utf8"):
+        return f"JSON body with content-encoding {content_encoding!r}"
     try:
-        body = _body_bytes(envelope)
-        decoded = json.loads(body.decode("utf-8"))
+        decoded = json.loads(body().decode("utf-8"))
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
         return f"body is not JSON: {exc}"
     return _body_problem(decoded)

@@ -29,6 +29,7 @@ from hpoq.core.jobs import (
 from hpoq.errors import InputError, JobFailed, JobRejected
 from hpoq.workers import dead_letter_signals
 from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
+from hpoq.workers.celery_app import coordination_url
 from hpoq.workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,11 @@ _context: WorkerContext | None = None
 _in_pool_process = {"yes": False}
 
 
-def worker_context(app_broker_url: str) -> WorkerContext:
+def worker_context(redis_url: str) -> WorkerContext:
     """The process's context, built on first use (after the prefork child has started)."""
     global _context
     if _context is None:
-        _context = WorkerContext.create(app_broker_url)
+        _context = WorkerContext.create(redis_url)
     return _context
 
 
@@ -79,7 +80,7 @@ def _start_reaper() -> None:
     lease_s = lease_seconds()
 
     def make() -> Reaper:
-        ctx = WorkerContext.create(app.conf.broker_url)  # its own clients and study stores
+        ctx = WorkerContext.create(coordination_url(app))  # its own clients and study stores
         return Reaper(ctx.runtime, ctx.redis, ctx.keys, app, lambda: ctx.mlflow, lease_s)
 
     ReaperThread(make, interval_s=lease_s / 3).start()
@@ -133,7 +134,7 @@ def _parse(task: Task, payload: Any, model: type[J]) -> J:
         log.error("rejected job %s: %s", task.request.id, exc)
         queue = (task.request.delivery_info or {}).get("routing_key") or "?"
         dead_letter_signals.record(
-            task.app.conf.broker_url,
+            coordination_url(task.app),
             f"invalid job payload: {exc}",
             str(queue),
             json.dumps(payload, default=str),
@@ -164,7 +165,7 @@ def _execute(
     `on_final_failure` at once (it will not go away by retrying)."""
     from hpoq.core.retry import backoff_delay
 
-    ctx = worker_context(task.app.conf.broker_url)
+    ctx = worker_context(coordination_url(task.app))
     try:
         return ctx, execute(job, ctx)
     except JobInFlight as exc:

@@ -1,8 +1,9 @@
 """The module-level app that `celery -A hpoq.workers.worker_app` and Flower load.
 
-Resolves the broker from HPOQ_REDIS_URL, else the embedded Redis recorded under the
-output directory, and sets the workers' MLflow HTTP retry budget (core/retry.py). Kept
-apart from celery_app so that importing the factory never connects anywhere.
+Resolves the coordination Redis from HPOQ_REDIS_URL, else the embedded Redis recorded
+under the output directory (the broker: HPOQ_BROKER_URL, else that Redis), and sets the
+workers' MLflow HTTP retry budget (core/retry.py). Kept apart from celery_app so that
+importing the factory never connects anywhere.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
 from hpoq.workers.celery_app import create_app
 
 
-def _broker_url() -> str:
+def _redis_url() -> str:
     from hpoq.core.coordination.local_redis import resolve_redis_url
     from hpoq.core.runtime import Runtime
 
@@ -20,4 +21,4 @@ def _broker_url() -> str:
 
 
 use_mlflow_http_policy(MlflowHttpPolicy.WORKER)  # before any MLflow request (core/retry.py)
-app = create_app(_broker_url(), consumer=True)
+app = create_app(_redis_url(), consumer=True)
