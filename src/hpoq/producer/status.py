@@ -13,7 +13,7 @@ import shlex
 from typing import Any
 
 from hpoq.config.experiment import Experiment
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, QUEUE_TRAIN
 from hpoq.core.variants import base_study_name
 from hpoq.producer.services import Services
 
@@ -23,7 +23,7 @@ RECENT_DEAD_LETTERS = 10
 
 
 def _queues(services: Services) -> dict[str, int]:
-    return {q: int(services.redis.llen(q)) for q in (QUEUE_HPO, QUEUE_BENCHMARK)}
+    return {q: int(services.redis.llen(q)) for q in (QUEUE_HPO, QUEUE_BENCHMARK, QUEUE_TRAIN)}
 
 
 def _describe_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +95,36 @@ def finish_command(experiment_path: str | None, backbone: str, variant: int) -> 
     return f"hpoq submit {path} --backbone {shlex.quote(backbone)} --variant {variant}"
 
 
+def _final_trainings(services: Services, experiment: Experiment | None) -> list[dict[str, Any]]:
+    """Final trainings planned (of `experiment`): variant, seed, state, the error of a
+    failed one and the command that retries it."""
+    from hpoq.core.coordination.final_registry import FinalRegistry
+    from hpoq.core.jobs import FinalTrainingJob
+
+    rows = []
+    for entry in FinalRegistry(services.redis, services.keys).all():
+        try:
+            job = FinalTrainingJob.model_validate_json(entry.job)
+        except ValueError:
+            continue
+        if experiment is not None and job.experiment.name != experiment.name:
+            continue
+        row: dict[str, Any] = {
+            "backbone": job.backbone,
+            "study_name": job.study_name,
+            "variant": job.variant,
+            "seed": job.seed,
+            "state": entry.state,
+            "job_id": job.job_id,
+            "source": f"{job.source_study_name} trial {job.source_trial_number}",
+        }
+        if entry.state == "failed":
+            row["error"] = entry.error
+            row["command"] = "hpoq train-final EXPERIMENT.yaml --retry-failed"
+        rows.append(row)
+    return rows
+
+
 def _dead_letters(services: Services) -> dict[str, Any]:
     from hpoq.core.coordination.dead_letters import DeadLetters
 
@@ -118,6 +148,7 @@ def cluster_status(
         "incomplete_variants": [v for v in variants if "command" in v],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
+        "final_trainings": _final_trainings(services, experiment),
         "where": locations(services, experiment),
         "dead_letters": _dead_letters(services),
     }
