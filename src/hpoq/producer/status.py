@@ -95,7 +95,9 @@ def finish_command(experiment_path: str | None, backbone: str, variant: int) -> 
     return f"hpoq submit {path} --backbone {shlex.quote(backbone)} --variant {variant}"
 
 
-def _final_trainings(services: Services, experiment: Experiment | None) -> list[dict[str, Any]]:
+def _final_trainings(
+    services: Services, experiment: Experiment | None, experiment_path: str | None
+) -> list[dict[str, Any]]:
     """Final trainings planned (of `experiment`): variant, seed, state, the error of a
     failed one and the command that retries it."""
     from hpoq.core.coordination.final_registry import FinalRegistry
@@ -120,7 +122,8 @@ def _final_trainings(services: Services, experiment: Experiment | None) -> list[
         }
         if entry.state == "failed":
             row["error"] = entry.error
-            row["command"] = "hpoq train-final EXPERIMENT.yaml --retry-failed"
+            path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
+            row["command"] = f"hpoq train-final {path} --retry-failed"
         rows.append(row)
     return rows
 
@@ -148,7 +151,7 @@ def cluster_status(
         "incomplete_variants": [v for v in variants if "command" in v],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
-        "final_trainings": _final_trainings(services, experiment),
+        "final_trainings": _final_trainings(services, experiment, experiment_path),
         "where": locations(services, experiment),
         "dead_letters": _dead_letters(services),
     }
