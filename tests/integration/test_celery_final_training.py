@@ -57,6 +57,7 @@ def _cli(path: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+@pytest.mark.timeout(600)  # a sweep, three trainings and seven producers on 2 shared cores
 def test_final_training_trains_once_is_benchmarked_once_and_numbers_new_variants(
     tmp_path: Path, real_redis: redis.Redis, redis_url: str
 ) -> None:
@@ -103,6 +104,9 @@ def test_final_training_trains_once_is_benchmarked_once_and_numbers_new_variants
         [other] = reseeded["final_trainings"]
         assert (other["action"], other["name"]) == ("created", "final_tiny_v2")
         assert other["spec_fp"] == item["spec_fp"] and other["exec_fp"] != item["exec_fp"]
+    models = _cli(path, env, "retrieve", "--stage", "final")["final_models"]
+    assert [(m["name"], m["seed"]) for m in models] == [("final_tiny", 0), ("final_tiny_v2", 1)]
+    assert all(m["checkpoint"]["local_path"] and m["checkpoint"]["digest"] for m in models)
     assert len(measured) == 1
     assert len(_finished(runtime, bench, "final_tiny")) == 1  # benchmarked exactly once
 

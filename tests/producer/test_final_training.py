@@ -152,3 +152,20 @@ def test_a_failed_training_is_continued_under_its_variant_or_retried(
     assert [(i.action, i.name) for i in retried.items] == [("retried", "final_tiny")]
     assert len(services.celery.sent) == 3
     assert retry_failed_final(services).items == []  # type: ignore[arg-type]  # queued now
+
+
+def test_a_running_training_is_in_flight_while_its_worker_beats_and_lost_after(
+    tmp_path: Path, services: SimpleNamespace
+) -> None:
+    p = planner(tmp_path, services, RunMode.REUSE_IF_EXISTS)
+    first = decide(p, [])
+    worker_reports(services, first, "running")
+    field = entry_field("tiny", first.spec_fp, first.exec_fp)
+    registry = FinalRegistry(services.redis, KEYS)
+    registry.keep_alive(field, "final-1@host:1", 60)
+    running = [finished(first, status="RUNNING")]
+    assert decide(p, running).action == "in_flight"
+    registry.let_go(field)  # what a lapsed heartbeat leaves
+    lost = decide(p, running)
+    assert (lost.action, lost.variant) == ("continued", 1)
+    assert len(services.celery.sent) == 2

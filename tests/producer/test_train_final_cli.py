@@ -86,3 +86,10 @@ def test_no_best_trial_yet_is_nothing_to_train_exit_1_and_nothing_enqueued(
     assert error["message"].startswith("nothing to train: no backbone has a completed trial")
     assert real_redis.dbsize() == 0  # no variant number, no job, no registry entry
     assert not (hpoq_env / "local" / "final").exists()
+
+
+def test_retrieve_refuses_an_unknown_stage_with_exit_2(tmp_path: Path, hpoq_env: Path) -> None:
+    path = write_experiment(tmp_path, final_training={})
+    result = CliRunner().invoke(app, ["retrieve", str(path), "--stage", "nope", "--json"])
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "--stage" in error_document(result.stdout, EXIT_BAD_INPUT)["message"]

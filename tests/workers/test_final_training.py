@@ -11,10 +11,12 @@ import pytest
 import redis
 
 from hpoq.core.content_store import CHECKPOINT_ARTIFACT_PATH, digest_tag
+from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.jobs import FinalTrainingJob, parse_job
 from hpoq.producer.final_training import retry_failed_final, train_final
 from hpoq.producer.status import cluster_status
 from hpoq.workers.final_training import (
+    FinalTrainingInFlight,
     benchmark_final,
     execute_final_training,
     final_checkpoint_dir,
@@ -58,6 +60,12 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     ]
     [again] = _queued(world)
     assert again.study_name == job.study_name and again.job_id != job.job_id
+    registry = FinalRegistry(world.redis, world.ctx.keys)
+    field = entry_field("tiny", again.spec_fp, again.exec_fp)
+    registry.keep_alive(field, "other-delivery@host:1", 60)
+    with pytest.raises(FinalTrainingInFlight):  # another delivery is training it
+        execute_final_training(again, world.ctx)
+    registry.let_go(field)
     trained = execute_final_training(again, world.ctx)
     assert trained.status == "trained", trained.error
     finished = [

@@ -5,7 +5,8 @@ seed on queue `train`.
 Per backbone and seed, under the backbone's plan lock (Redis), the run-mode table
 (core/run_plan.py, the one shared with HPO variants) decides on the variant whose spec_fp
 and exec_fp match: none yet -> a new variant; a finished one -> reused (no job); an
-unfinished one -> continued (its job sent again under its variant) unless it is in flight;
+unfinished one -> continued (its job sent again under its variant) unless it is in flight
+(queued, or running on a worker whose heartbeat is alive);
 force_new -> the next variant. New numbers come from the variant counter
 (coordination/variant_counter.py) keyed by `final_{backbone}`, seeded from MLflow and disk.
 
@@ -27,7 +28,7 @@ from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.final_training import FinalTrainingConfig
 from hpoq.config.run_mode import get_final_training_run_mode
-from hpoq.core.coordination.final_registry import IN_FLIGHT, FinalRegistry, entry_field
+from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.coordination.variant_counter import VariantCounter
 from hpoq.core.final_runs import FinalRun, final_runs, highest_known_final_variant
 from hpoq.core.fingerprints import final_exec_fingerprint, final_spec_fingerprint
@@ -251,7 +252,7 @@ class _Planner:
             name = variant_study_name(final_base_name(best.backbone), latest)
             return item(name, latest, action.value, run_id=finished[0].run_id)
         if action is Action.CONTINUED:
-            in_flight = entry is not None and entry.state in IN_FLIGHT
+            in_flight = entry is not None and self.registry.in_flight(entry)
             if in_flight and queued is not None and queued.variant == latest:
                 return item(queued.study_name, latest, IN_FLIGHT_ACTION, job_id=queued.job_id)
             variant = latest

@@ -98,32 +98,39 @@ def finish_command(experiment_path: str | None, backbone: str, variant: int) -> 
 def _final_trainings(
     services: Services, experiment: Experiment | None, experiment_path: str | None
 ) -> list[dict[str, Any]]:
-    """Final trainings planned (of `experiment`): variant, seed, state, the error of a
-    failed one and the command that retries it."""
+    """Final trainings planned (of `experiment`): variant, seed, state (queued, running,
+    lost with its worker, finished, failed), the error of a failed one and the command
+    that trains a failed or lost one again."""
     from hpoq.core.coordination.final_registry import FinalRegistry
     from hpoq.core.jobs import FinalTrainingJob
 
     rows = []
-    for entry in FinalRegistry(services.redis, services.keys).all():
+    registry = FinalRegistry(services.redis, services.keys)
+    for entry in registry.all():
         try:
             job = FinalTrainingJob.model_validate_json(entry.job)
         except ValueError:
             continue
         if experiment is not None and job.experiment.name != experiment.name:
             continue
+        state: str = entry.state
+        if state == "running" and registry.holder(entry.field) is None:
+            state = "lost"  # its worker stopped beating; the next train-final trains it again
         row: dict[str, Any] = {
             "backbone": job.backbone,
             "study_name": job.study_name,
             "variant": job.variant,
             "seed": job.seed,
-            "state": entry.state,
+            "state": state,
             "job_id": job.job_id,
             "source": f"{job.source_study_name} trial {job.source_trial_number}",
         }
-        if entry.state == "failed":
+        path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
+        if state == "failed":
             row["error"] = entry.error
-            path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
             row["command"] = f"hpoq train-final {path} --retry-failed"
+        elif state == "lost":
+            row["command"] = f"hpoq train-final {path}"
         rows.append(row)
     return rows
 

@@ -4,7 +4,9 @@ final-training variant, scored on train, validation and test, recorded and publi
 Order, and why:
 1. a FINISHED run of this variant already in MLflow ends the job (a redelivery, or a job
    sent twice): the model is never trained twice under one variant;
-2. the registry entry says `running`; a RUNNING MLflow run is opened in the final
+2. another delivery training it (its heartbeat alive) sends this one back to the queue
+   for later; else the registry entry says `running`, a heartbeat keeps this worker's
+   `alive` key (one lease) while it trains, and a RUNNING MLflow run is opened in the final
    experiment, tagged stage=final_training, the backbone and variant, spec_fp, exec_fp,
    the seed and the source HPO run and trial;
 3. with a shared turn on the device (as a trial's), the model is built, scored on test
@@ -24,6 +26,8 @@ A failure sets the run FAILED with the error (tag `hpoq.error`) and the registry
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -34,15 +38,20 @@ from hpoq.config.base import RunMode
 from hpoq.core.benchmark_dispatch import TaskSender, dispatch
 from hpoq.core.benchmark_index import final_candidate
 from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
+from hpoq.core.coordination.heartbeat import Heartbeat
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.final_runs import FinalRun, final_runs
-from hpoq.core.jobs import FinalTrainingJob
+from hpoq.core.jobs import FinalTrainingJob, JobInFlight
 from hpoq.core.trial_record import STAGE_FINAL_TRAINING, write_json_atomic
-from hpoq.workers.context import WorkerContext
+from hpoq.workers.context import WorkerContext, lease_seconds
 
 log = logging.getLogger(__name__)
 Status = Literal["trained", "already_done", "failed"]
 SCORES_FILE = "final_scores.json"
+
+
+class FinalTrainingInFlight(JobInFlight):
+    """Raised when another delivery of the job is training it (its heartbeat is alive)."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +90,31 @@ def execute_final_training(job: FinalTrainingJob, ctx: WorkerContext) -> FinalOu
     if done is not None:
         registry.put(field, "finished", as_json)
         return FinalOutcome("already_done", job.study_name, run_id=done.run_id)
+    holder = registry.holder(field)
+    if holder is not None:  # another delivery trains it: look again once it is done
+        raise FinalTrainingInFlight(f"final training {job.study_name} is running on {holder}")
+    owner = f"{job.job_id}@{socket.gethostname()}:{os.getpid()}"
+    lease_s = lease_seconds()
+    registry.keep_alive(field, owner, lease_s)
     registry.put(field, "running", as_json)
-    run_id = _open_run(job, ctx)
+    beat = Heartbeat(lambda: registry.keep_alive(field, owner, lease_s), lease_s / 3, job.job_id)
     try:
-        scores, baseline, checkpoint, summary = _train(job, ctx)
-        _record(job, ctx, run_id, scores, baseline, checkpoint, summary)
-    except Exception as exc:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        log.error("final training %s failed: %s", job.study_name, text)
-        traceback.clear_frames(exc.__traceback__)
-        _fail_run(job, ctx, run_id, text)
-        registry.put(field, "failed", as_json, error=text)
-        return FinalOutcome("failed", job.study_name, run_id=run_id, error=text)
-    registry.put(field, "finished", as_json)
-    return FinalOutcome("trained", job.study_name, run_id=run_id)
+        with beat:
+            run_id = _open_run(job, ctx)
+            try:
+                scores, baseline, checkpoint, summary = _train(job, ctx)
+                _record(job, ctx, run_id, scores, baseline, checkpoint, summary)
+            except Exception as exc:
+                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                log.error("final training %s failed: %s", job.study_name, text)
+                traceback.clear_frames(exc.__traceback__)
+                _fail_run(job, ctx, run_id, text)
+                registry.put(field, "failed", as_json, error=text)
+                return FinalOutcome("failed", job.study_name, run_id=run_id, error=text)
+        registry.put(field, "finished", as_json)
+        return FinalOutcome("trained", job.study_name, run_id=run_id)
+    finally:
+        registry.let_go(field)
 
 
 def benchmark_final(job: FinalTrainingJob, ctx: WorkerContext, sender: TaskSender) -> list[str]:

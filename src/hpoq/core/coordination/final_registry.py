@@ -7,7 +7,10 @@ second job) from one that failed (retried by `hpoq train-final --retry-failed`, 
 by the run mode). MLflow stays the record of truth for finished models: an entry lost with
 Redis's data only means the next plan asks MLflow alone.
 
-Every write is one HSET (a whole entry), so a reader never sees half an entry.
+Every write is one HSET (a whole entry), so a reader never sees half an entry. A worker
+training an entry also keeps an `alive` key (its owner, one lease long, renewed by its
+heartbeat): a `running` entry without it was lost with its worker, and the next plan
+trains it again under its variant.
 """
 
 from __future__ import annotations
@@ -19,9 +22,9 @@ from typing import Literal, cast
 import redis
 
 from hpoq.core.coordination.keys import BOOKKEEPING_TTL_S, RedisKeys
+from hpoq.core.fingerprints import fingerprint
 
 State = Literal["queued", "running", "finished", "failed"]
-IN_FLIGHT: tuple[State, ...] = ("queued", "running")
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,30 @@ def entry_field(backbone: str, spec_fp: str, exec_fp: str) -> str:
 class FinalRegistry:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._client = client
+        self._keys = keys
         self._key = keys.final_trainings()
+
+    def _alive_key(self, field: str) -> str:
+        return self._keys.final_alive(fingerprint({"final": field}))
+
+    def keep_alive(self, field: str, owner: str, ttl_s: float) -> bool:
+        """Say (again) that `owner` trains `field`, for `ttl_s` more seconds."""
+        self._client.set(self._alive_key(field), owner, px=max(1, int(ttl_s * 1000)))
+        return True
+
+    def holder(self, field: str) -> str | None:
+        """Who trains `field` now (None: nobody alive)."""
+        value = self._client.get(self._alive_key(field))
+        return None if value is None else str(value)
+
+    def let_go(self, field: str) -> None:
+        self._client.delete(self._alive_key(field))
+
+    def in_flight(self, entry: FinalEntry) -> bool:
+        """Queued, or running on a worker that is still alive."""
+        if entry.state == "queued":
+            return True
+        return entry.state == "running" and self.holder(entry.field) is not None
 
     def get(self, field: str) -> FinalEntry | None:
         raw = self._client.hget(self._key, field)

@@ -124,6 +124,11 @@ class RedisKeys:
     def final_trainings(self) -> str:
         return self._k("final-trainings")
 
+    # The worker training one of them is alive (value: its owner). TTL: one lease, renewed by
+    # its heartbeat, so a dead worker's training counts as lost one lease after its death.
+    def final_alive(self, field_hash: str) -> str:
+        return self._k("final-alive", field_hash)
+
     # Held while a producer decides and enqueues the final trainings of one backbone.
     # TTL: the lock's own timeout (redis-py Lock, SET NX PX).
     def final_plan_lock(self, backbone: str) -> str:
