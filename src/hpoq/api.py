@@ -10,7 +10,10 @@ rest) is three calls::
     todo = api.filter_unbenchmarked(experiment, best.best)
     report = api.benchmark_trials(experiment, todo)
 
-and `api.write_report(experiment)` writes the HTML report (`hpoq report`).
+and `api.write_report(experiment)` writes the HTML report (`hpoq report`). With a
+`final_training` file, `api.train_final_models(experiment)` enqueues the final trainings
+(`hpoq train-final`) and `api.retrieve_final_models(experiment)` returns the finished final
+models with their scores and checkpoints (`hpoq retrieve --stage final`).
 """
 
 from __future__ import annotations

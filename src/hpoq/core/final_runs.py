@@ -172,3 +172,26 @@ def final_models(
         }
         models.append(run.to_json() | {"checkpoint": checkpoint})
     return models
+
+
+def seed_summary(models: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """Per backbone and spec_fp (one model trained under several seeds): how many seeds, and
+    the mean and the sample standard deviation of `test.<metric>` (None with one seed)."""
+    import statistics
+
+    groups: dict[tuple[str, str], list[float]] = {}
+    for model in models:
+        value = model["metrics"].get(f"test.{metric}")
+        if value is not None:
+            groups.setdefault((model["backbone"], model["spec_fp"]), []).append(float(value))
+    return [
+        {
+            "backbone": backbone,
+            "spec_fp": spec_fp,
+            "metric": f"test.{metric}",
+            "seeds": len(values),
+            "mean": statistics.fmean(values),
+            "stdev": statistics.stdev(values) if len(values) > 1 else None,
+        }
+        for (backbone, spec_fp), values in sorted(groups.items())
+    ]

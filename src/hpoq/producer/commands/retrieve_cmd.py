@@ -80,15 +80,26 @@ def retrieve(
 
 
 def _emit_final(as_json: bool, models: list[dict[str, Any]], metric: str) -> None:
+    from hpoq.core.final_runs import seed_summary
     from hpoq.producer.commands.train_final_cmd import render_final_models
 
-    def render() -> None:
-        if models:
-            render_final_models(models, metric)
-        else:
-            stdout.print("no final model yet (hpoq train-final trains them)")
+    summary = seed_summary(models, metric)
 
-    emit(as_json, {"final_models": models}, render)
+    def render() -> None:
+        if not models:
+            stdout.print("no final model yet (hpoq train-final trains them)")
+            return
+        render_final_models(models, metric)
+        for group in summary:
+            if group["stdev"] is not None:
+                stdout.print(
+                    f"{escape(group['backbone'])} (spec {group['spec_fp']}): "
+                    f"{group['metric']} {group['mean']:.4f} +- {group['stdev']:.4f} "
+                    f"over {group['seeds']} seeds",
+                    highlight=False,
+                )
+
+    emit(as_json, {"final_models": models, "by_spec": summary}, render)
 
 
 @contextmanager
