@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from hpoq.api import retrieve_final_models
 from hpoq.core.content_store import CHECKPOINT_ARTIFACT_PATH, digest_tag
 from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.jobs import FinalTrainingJob, parse_job
 from hpoq.producer.final_training import retry_failed_final, train_final
+from hpoq.producer.local_run import RunReport, _final_failures
 from hpoq.producer.status import cluster_status
 from hpoq.workers.final_training import (
     FinalTrainingInFlight,
@@ -54,6 +56,8 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     [row] = cluster_status(world.services, world.experiment, "exp.yaml")["final_trainings"]
     assert (row["state"], row["study_name"]) == ("failed", "final_tiny")
     assert row["command"] == "hpoq train-final exp.yaml --retry-failed"
+    [failure] = _final_failures(world.services, world.experiment, RunReport("exp", [], logs="L"))
+    assert failure["what"] == "final_training" and "loss is nan" in failure["error"]
 
     assert [i.action for i in retry_failed_final(world.services, world.experiment).items] == [
         "retried"
@@ -86,3 +90,6 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     [bench] = world.queued_benchmarks()
     assert (bench.study_name, bench.run_id) == ("final_tiny", trained.run_id)
     assert train_final(world.experiment, world.services).job_ids == []  # reused
+    [model] = retrieve_final_models(world.experiment, world.runtime)
+    assert (model["name"], model["run_id"]) == ("final_tiny", trained.run_id)
+    assert model["checkpoint"]["digest"] and "test.macro-f1" in model["metrics"]
