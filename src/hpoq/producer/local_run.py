@@ -165,18 +165,28 @@ def run_experiment(
                 f"{v['study_name']}: {v['reason']}; first error: {v['first_error']}"
                 for v in report.stopped
             ]
-        if experiment.final_training is not None:
-            _final_training(experiment, services, pool, signals, report, deadline, mode_override)
-        dispatched, _, warnings = benchmark_experiment(
-            experiment, services, mode_override=mode_override
-        )
-        report.benchmarks_enqueued = len(dispatched.enqueued)
-        report.warnings += warnings
-        candidates, _, _ = select_candidates(experiment, runtime, client=client)
-        candidates += final_candidates(experiment, client)
-        if dispatched.enqueued or dispatched.skipped_in_flight:
-            _start(pool, signals)
-            _wait_for_benchmarks(experiment, services, candidates, pool, events, deadline, client)
+        # The best trials' benchmarks, then the final models and theirs.
+        stages = [False, True] if experiment.final_training is not None else [False]
+        settled: set[str] | None = None  # keys settled before the final models existed
+        candidates: list[Candidate] = []
+        for final_stage in stages:
+            if final_stage:
+                settled = {c.key for c in candidates}
+                _final_training(
+                    experiment, services, pool, signals, report, deadline, mode_override
+                )
+            dispatched, _, warnings = benchmark_experiment(
+                experiment, services, mode_override=mode_override
+            )
+            report.benchmarks_enqueued += len(dispatched.enqueued)
+            report.warnings += [w for w in warnings if w not in report.warnings]
+            candidates, _, _ = select_candidates(experiment, runtime, client=client)
+            candidates += final_candidates(experiment, client)
+            if dispatched.enqueued or dispatched.skipped_in_flight:
+                _start(pool, signals)
+                _wait_for_benchmarks(
+                    experiment, services, candidates, pool, events, deadline, client, settled
+                )
         retrieval = retrieve_best_trials(experiment, runtime, client=client)
         report.best_trials = [t.model_dump(mode="json") for t in retrieval.best]
         report.missing = retrieval.missing
@@ -423,13 +433,15 @@ def _wait_for_benchmarks(
     events: Observer | None,
     deadline: float | None,
     client: Any,
+    seen: set[str] | None = None,
 ) -> None:
+    """Until every candidate's key is measured or failed; `events` hear of each key settled
+    after the first look, or after `seen` (keys settled before, when given)."""
     from hpoq.core.coordination.leases import BenchmarkLeases
 
     leases = BenchmarkLeases(services.redis, services.keys)
     failed_hash = services.keys.failed_benchmarks()
     keys = [c.key for c in candidates]
-    seen: set[str] | None = None
     while True:
         done = measured_keys(experiment, services.runtime, client, keys)
         failed = {k for k in keys if services.redis.hexists(failed_hash, k)}
