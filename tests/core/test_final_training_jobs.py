@@ -69,6 +69,7 @@ def test_a_genuine_final_job_round_trips(tmp_path: Path) -> None:
         ({"spec_fp": "0" * 16}, "spec_fp"),
         ({"exec_fp": "../../etc"}, "exec_fp"),
         ({"epochs": 0}, "epochs"),
+        ({"precision": "fp8"}, "precision"),
         ({"backbone": "other"}, "backbone"),
     ],
 )

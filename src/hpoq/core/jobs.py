@@ -14,7 +14,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hpoq.config.base import SafeName
+from hpoq.config.base import Precision, SafeName
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_key import build_benchmark_key, parse_benchmark_key
 from hpoq.core.fingerprints import FINGERPRINT_LENGTH, final_spec_fingerprint
@@ -186,7 +186,7 @@ class FinalTrainingJob(JobBase):
     params: dict[str, ParamValue] = Field(max_length=256)
     seed: int = Field(ge=0)
     epochs: int = Field(ge=1)
-    precision: str = Field(pattern=r"^[a-z0-9]{1,16}$")
+    precision: Precision
     spec_fp: str = Field(pattern=FINGERPRINT_PATTERN)
     exec_fp: str = Field(pattern=FINGERPRINT_PATTERN)
 
@@ -200,8 +200,10 @@ class FinalTrainingJob(JobBase):
         hpo_base = base_study_name(self.experiment.hpo.checkpoint.study_name, self.backbone)
         if parse_variant(hpo_base, self.source_study_name) != self.source_variant:
             raise ValueError(f"source_study_name is not variant {self.source_variant}")
-        backbone = next(b for b in self.experiment.hpo.backbones if b.name == self.backbone)
-        expected = final_spec_fingerprint(backbone, self.params, self.experiment.data, final)
+        found = [b for b in self.experiment.hpo.backbones if b.name == self.backbone]
+        if not found:
+            raise ValueError("backbone is not one of the experiment's backbones")
+        expected = final_spec_fingerprint(found[0], self.params, self.experiment.data, final)
         if self.spec_fp != expected:
             raise ValueError("spec_fp is not the fingerprint of this model under this experiment")
         return self

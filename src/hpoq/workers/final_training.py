@@ -231,7 +231,7 @@ def _train(
                 "spec_fp": job.spec_fp,
                 "exec_fp": job.exec_fp,
                 "device": str(run.device),
-                "precision": job.precision,
+                "precision": job.precision.value,
                 "params": dict(job.params),
                 "epochs": job.epochs,
                 "trained_on": list(splits),
@@ -284,7 +284,7 @@ def _record(
     params += [
         Param("epochs", str(job.epochs)),
         Param("seed", str(job.seed)),
-        Param("precision", job.precision),
+        Param("precision", job.precision.value),
         Param("train_on_validation", str(summary["trained_on"] != ["train"])),
     ]
     transient = _transient_errors()
