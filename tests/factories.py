@@ -28,6 +28,7 @@ def write_experiment(
     auto_resume: bool = True,
     hpo_extra: dict[str, Any] | None = None,
     benchmark_extra: dict[str, Any] | None = None,
+    final_training: dict[str, Any] | None = None,
 ) -> Path:
     """Write config/{hpo,data,...}.yaml and config/experiment/<name>.yaml under `root`."""
     config = root / "config"
@@ -88,15 +89,19 @@ def write_experiment(
         "benchmark.yaml": benchmark,
         "selection.yaml": {"objective": {"metric": "macro-f1", "direction": "maximize"}},
     }
+    if final_training is not None:
+        files["final_training.yaml"] = final_training
     for file_name, content in files.items():
         (config / file_name).write_text(yaml.safe_dump(content, sort_keys=False))
-    experiment = {
+    experiment: dict[str, Any] = {
         "name": name,
         "hpo": "../hpo.yaml",
         "data": "../data.yaml",
         "benchmark": "../benchmark.yaml",
         "selection": "../selection.yaml",
     }
+    if final_training is not None:
+        experiment["final_training"] = "../final_training.yaml"
     path = config / "experiment" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(experiment, sort_keys=False))
     return path

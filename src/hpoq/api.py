@@ -10,7 +10,10 @@ rest) is three calls::
     todo = api.filter_unbenchmarked(experiment, best.best)
     report = api.benchmark_trials(experiment, todo)
 
-and `api.write_report(experiment)` writes the HTML report (`hpoq report`).
+and `api.write_report(experiment)` writes the HTML report (`hpoq report`). With a
+`final_training` file, `api.train_final_models(experiment)` enqueues the final trainings
+(`hpoq train-final`) and `api.retrieve_final_models(experiment)` returns the finished final
+models with their scores and checkpoints (`hpoq retrieve --stage final`).
 """
 
 from __future__ import annotations
@@ -98,6 +101,32 @@ def benchmark_trials(
         )
     finally:
         services.close()
+
+
+def train_final_models(
+    experiment: Experiment, mode: str | RunMode | None = None
+) -> list[dict[str, object]]:
+    """`hpoq train-final`: enqueue the final training of each backbone's best trial."""
+    from hpoq.producer.final_training import train_final
+
+    services = open_services(Runtime.from_settings())
+    try:
+        return [
+            item.to_json() for item in train_final(experiment, services, mode_override=mode).items
+        ]
+    finally:
+        services.close()
+
+
+def retrieve_final_models(
+    experiment: Experiment, runtime: Runtime | None = None
+) -> list[dict[str, object]]:
+    """`hpoq retrieve --stage final`: the finished final models, their scores and checkpoints."""
+    from hpoq.core.final_runs import final_models
+    from hpoq.core.tracking import make_client
+
+    runtime = runtime or Runtime.from_settings()
+    return final_models(experiment, runtime.layout, make_client(runtime.mlflow_uri()))
 
 
 def write_report(

@@ -25,6 +25,10 @@ class ServiceError(HpoqError):
     """Raised when a service (Redis, MLflow, Optuna storage) cannot be reached; exit 1."""
 
 
+class NothingToDo(HpoqError):
+    """Raised when a stage finds nothing to work on (no best trial to train); exit 1."""
+
+
 class JobFailed(HpoqError):
     """Raised by a worker task for a job that failed for good, once the failure is recorded
     (MLflow, Redis): Celery and Flower show the task as FAILURE with this text."""

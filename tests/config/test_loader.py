@@ -437,6 +437,7 @@ def test_experiment_files_are_resolved(tree: Path) -> None:
     files = experiment_files(tree / "experiment" / "smoke.yaml")
     assert files == {
         "experiment": (tree / "experiment" / "smoke.yaml").resolve(),
+        "final_training": (tree / "final_training" / "smoke.yaml").resolve(),
         "hpo": (tree / "hpo" / "smoke.yaml").resolve(),
         "data": (tree / "data" / "synthetic_ner.yaml").resolve(),
         "benchmark": (tree / "benchmark.yaml").resolve(),

@@ -26,7 +26,7 @@ import redis
 from celery import Celery
 from kombu import Connection  # type: ignore[attr-defined]
 
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.jobs import JOB_QUEUES
 from hpoq.workers.celery_app import create_app, is_amqp
 
 AMQP_SERVER = os.environ.get("HPOQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
@@ -142,4 +142,4 @@ class Broker:
             from tests.integration.probes import quiet
 
             return quiet(coordination)
-        return all(self.waiting(queue) == 0 for queue in (QUEUE_HPO, QUEUE_BENCHMARK))
+        return all(self.waiting(queue) == 0 for queue in JOB_QUEUES)

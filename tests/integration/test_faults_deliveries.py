@@ -79,7 +79,7 @@ def test_a_job_that_always_kills_its_worker_stops_after_max_deliveries_and_shows
     }
     [variant] = status["variants"]
     assert (variant["finished"], variant["failed"], variant["running"]) == (0, 3, 0)
-    assert status["queues"] == {"hpo": 0, "benchmark": 0}
+    assert status["queues"] == {"hpo": 0, "benchmark": 0, "train": 0}
     assert len(trials(runtime, experiment, State.FAIL)) == 3
     hpo_runs = runs(runtime, experiment.hpo_experiment_name)
     assert [r.info.status for r in hpo_runs] == ["FAILED"] * 3

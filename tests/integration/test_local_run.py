@@ -35,6 +35,9 @@ def _shrink(config: Path) -> Path:
     bench = yaml.safe_load((config / "benchmark.yaml").read_text())
     bench.update(batch_sizes=[1, 8], iterations=3, warmup_iterations=1)
     (config / "benchmark.yaml").write_text(yaml.safe_dump(bench))
+    final = yaml.safe_load((config / "final_training" / "smoke.yaml").read_text())
+    final["epochs"] = 3
+    (config / "final_training" / "smoke.yaml").write_text(yaml.safe_dump(final))
     return config / "experiment" / "smoke.yaml"
 
 
@@ -64,7 +67,7 @@ def _run(path: Path, env: dict[str, str]) -> dict:  # type: ignore[type-arg]
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
-def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
+def test_hpoq_run_completes_the_smoke_pipeline_and_a_second_run_does_nothing(
     config_copy: Path, tmp_path: Path
 ) -> None:
     path = _shrink(config_copy)
@@ -75,8 +78,16 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
     assert first["new_work"] and first["trials_enqueued"] == 2
     [best] = first["best_trials"]
     assert best["source"] == "mlflow" and 0.0 <= best["value"] <= 1.0
-    [bench] = first["benchmarks"]
+    bench, final_bench = first["benchmarks"]  # the best trial's, then the final model's
     assert bench["status"] == "measured" and {e["batch_size"] for e in bench["entries"]} == {1, 8}
+    assert (final_bench["study_name"], final_bench["status"]) == ("final_tiny-bert", "measured")
+    [final] = first["final_models"]  # trained on train + validation, scored on test
+    assert (
+        final["name"] == "final_tiny-bert"
+        and final["source"]["trial_number"] == best["trial_number"]
+    )
+    assert final["metrics"]["test.macro-f1"] > final["metrics"]["test_untrained.macro-f1"]
+    assert first["final_enqueued"] == 1
 
     experiment = load_experiment(path)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
@@ -104,14 +115,11 @@ def test_hpoq_run_completes_the_smoke_sweep_and_a_second_run_does_nothing(
     assert not second["new_work"]
     assert [p["action"] for p in second["plan"]] == ["reused"]
     assert second["best_trials"] == first["best_trials"]
-    assert (
-        len(
-            client.search_runs(
-                [client.get_experiment_by_name(experiment.benchmark_experiment_name).experiment_id]
-            )
-        )
-        == 1
+    assert second["final_models"] == first["final_models"] and second["final_enqueued"] == 0
+    bench_runs = client.search_runs(
+        [client.get_experiment_by_name(experiment.benchmark_experiment_name).experiment_id]
     )
+    assert len(bench_runs) == 2  # the best trial and the final model, each measured once
 
 
 def _sigint_as_in_a_terminal() -> None:

@@ -114,7 +114,7 @@ def test_status_after_the_run_reads_what_it_left(finished: FinishedRun) -> None:
         2,
         2,
     )
-    assert status["queues"] == {"hpo": 0, "benchmark": 0}
+    assert status["queues"] == {"hpo": 0, "benchmark": 0, "train": 0}
     where = status["where"]
     assert where["redis_source"] == "snapshot"
     assert Path(where["worker_logs"], "worker-0.log").is_file()

@@ -8,12 +8,12 @@ import re
 import pytest
 import redis
 
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_TRIAL
+from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_TRIAL
 from hpoq.errors import ServiceError
 from hpoq.producer.queue_depth import queue_lengths
 from hpoq.workers.celery_app import create_app
 
-QUEUES = (QUEUE_HPO, QUEUE_BENCHMARK)
+QUEUES = JOB_QUEUES
 
 
 def test_redis_queue_lengths(real_redis: redis.Redis, redis_url: str) -> None:

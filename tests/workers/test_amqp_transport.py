@@ -14,8 +14,8 @@ from kombu import Connection, Queue  # type: ignore[attr-defined]
 from kombu.transport import pyamqp
 
 from hpoq.core.coordination.dead_letters import DeadLetters
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_TRIAL
-from hpoq.workers.amqp_transport import JOB_QUEUES, Channel, SSLTransport, Transport
+from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, QUEUE_TRAIN, TASK_RUN_TRIAL
+from hpoq.workers.amqp_transport import Channel, SSLTransport, Transport
 from hpoq.workers.celery_app import DEAD_LETTERS_OPTION, SCREENING_AMQP_TRANSPORTS, create_app
 from hpoq.workers.message_screen import screen_delivery
 from tests.queue_messages import amqp_poison_messages
@@ -30,7 +30,7 @@ def test_the_kombu_and_py_amqp_hooks_it_relies_on_are_there() -> None:
     assert issubclass(Channel, pyamqp.Channel)
     assert Transport.Connection.Channel is Channel and SSLTransport.Connection.Channel is Channel
     assert issubclass(SSLTransport, pyamqp.SSLTransport)
-    assert {QUEUE_HPO, QUEUE_BENCHMARK} == JOB_QUEUES
+    assert set(JOB_QUEUES) == {QUEUE_HPO, QUEUE_BENCHMARK, QUEUE_TRAIN}
 
 
 def test_workers_on_rabbitmq_screen_and_keep_redis_only_settings_off_the_broker() -> None:

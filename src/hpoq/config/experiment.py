@@ -9,16 +9,19 @@ from pydantic import Field
 from hpoq.config.base import SafeName, StrictModel
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
+from hpoq.config.final_training import FinalTrainingConfig
 from hpoq.config.hpo import HpoConfig
 from hpoq.config.selection import SelectionConfig
 from hpoq.config.tags import TagsRegistry
 
 
 class MlflowExperiments(StrictModel):
-    """MLflow experiment names; None means `{experiment name}-hpo` / `-benchmark`."""
+    """MLflow experiment names; None means `{experiment name}-hpo` / `-benchmark` /
+    `-final`."""
 
     hpo: str | None = Field(None, min_length=1, max_length=250)
     benchmark: str | None = Field(None, min_length=1, max_length=250)
+    final: str | None = Field(None, min_length=1, max_length=250)
 
 
 class ExperimentFile(StrictModel):
@@ -30,6 +33,7 @@ class ExperimentFile(StrictModel):
     benchmark: str
     selection: str
     tags: str | None = None
+    final_training: str | None = None
     mlflow: MlflowExperiments = MlflowExperiments()
 
 
@@ -52,6 +56,13 @@ class Experiment(StrictModel):
     tags: TagsRegistry
     hpo_experiment_name: str
     benchmark_experiment_name: str
+    final_training: FinalTrainingConfig | None = None
+    final_experiment_name_override: str | None = None
+
+    @property
+    def final_experiment_name(self) -> str:
+        """The MLflow experiment of the final-training runs."""
+        return self.final_experiment_name_override or f"{self.name}-final"
 
     def data_dir(self) -> Path:
         """The dataset directory on the machine that loaded the experiment."""

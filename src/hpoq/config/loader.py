@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
 from hpoq.config.experiment import Experiment, ExperimentFile
+from hpoq.config.final_training import FinalTrainingConfig
 from hpoq.config.hpo import HpoConfig, looks_like_path
 from hpoq.config.selection import SelectionConfig
 from hpoq.config.tags import TagsRegistry
@@ -22,7 +23,7 @@ MAX_CONFIG_BYTES = 1 << 20  # config files are small; refuse anything that is no
 # Values once YAML aliases are expanded: far above any config, far below an alias bomb.
 MAX_YAML_VALUES = 100_000
 MAX_ERRORS_SHOWN = 8
-REFERENCED_FILES = ("hpo", "data", "benchmark", "selection", "tags")
+REFERENCED_FILES = ("hpo", "data", "benchmark", "selection", "tags", "final_training")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -171,6 +172,10 @@ def load_experiment(path: str | Path) -> Experiment:
     benchmark = load_model(files["benchmark"], BenchmarkConfig)
     selection = load_model(files["selection"], SelectionConfig)
     tags = load_model(files["tags"], TagsRegistry) if "tags" in files else TagsRegistry()
+    final = None
+    if "final_training" in files:
+        final = load_model(files["final_training"], FinalTrainingConfig)
+        _check_final_backbones(files["final_training"], final, hpo)
     # The Optuna study ranks trials by the HPO objective; selecting by anything else would
     # make the three retrieval sources disagree by construction.
     for field in ("metric", "direction"):
@@ -190,7 +195,20 @@ def load_experiment(path: str | Path) -> Experiment:
         tags=tags,
         hpo_experiment_name=spec.mlflow.hpo or f"{spec.name}-hpo",
         benchmark_experiment_name=spec.mlflow.benchmark or f"{spec.name}-benchmark",
+        final_training=final,
+        final_experiment_name_override=spec.mlflow.final,
     )
+
+
+def _check_final_backbones(path: Path, final: FinalTrainingConfig, hpo: HpoConfig) -> None:
+    """A final-training file names only backbones the HPO config searches."""
+    configured = [b.name for b in hpo.backbones]
+    unknown = [name for name in final.backbones or [] if name not in configured]
+    if unknown:
+        raise ConfigError(
+            f"{path}: invalid config\n  backbones: unknown {', '.join(map(repr, unknown))}; "
+            f"the HPO config searches {', '.join(configured)}"
+        )
 
 
 def _local(base: Path, value: str) -> Path:

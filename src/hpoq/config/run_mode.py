@@ -4,7 +4,7 @@ Every stage asks this module which mode applies; nothing else looks at the key.
 
 Rules:
 - A config without a mode gets `default` (reuse_if_exists unless the caller says otherwise).
-- A benchmark config whose mode is null inherits the HPO config's mode.
+- A benchmark or final-training config whose mode is null inherits the HPO config's mode.
 - A mode given on the command line overrides the file.
 """
 
@@ -21,6 +21,7 @@ from hpoq.errors import InputError
 __all__ = [
     "RunMode",
     "get_benchmark_run_mode",
+    "get_final_training_run_mode",
     "get_run_mode",
     "is_force_new",
     "parse_run_mode",
@@ -72,6 +73,17 @@ def get_benchmark_run_mode(
     if override is not None:
         return parse_run_mode(override, field="--run-mode")
     return _configured_mode(benchmark_config) or get_run_mode(hpo_config)
+
+
+def get_final_training_run_mode(
+    final_config: Mapping[str, Any] | BaseModel | None,
+    hpo_config: Mapping[str, Any] | BaseModel | None,
+    override: str | RunMode | None = None,
+) -> RunMode:
+    """The final-training mode: `override` > final-training run.mode > the HPO mode."""
+    if override is not None:
+        return parse_run_mode(override, field="--run-mode")
+    return _configured_mode(final_config) or get_run_mode(hpo_config)
 
 
 def is_force_new(config: Mapping[str, Any] | BaseModel | None) -> bool:

@@ -43,10 +43,23 @@ class BenchmarkTags(StrictModel):
     error: TagName = "hpoq.error"
 
 
+class FinalTrainingTags(StrictModel):
+    """A final-training run: its fingerprints, seed and the HPO trial it was made from."""
+
+    spec_fp: TagName = "hpoq.spec_fp"
+    exec_fp: TagName = "hpoq.exec_fp"
+    seed: TagName = "hpoq.seed"
+    source_run_id: TagName = "hpoq.source_run_id"
+    source_study_name: TagName = "hpoq.source_study_name"
+    source_trial_number: TagName = "hpoq.source_trial_number"
+    source_trial_id: TagName = "hpoq.source_trial_id"
+
+
 class TagsRegistry(StrictModel):
     grouping: GroupingTags = Field(default_factory=GroupingTags)
     process: ProcessTags = Field(default_factory=ProcessTags)
     benchmark: BenchmarkTags = Field(default_factory=BenchmarkTags)
+    final_training: FinalTrainingTags = Field(default_factory=FinalTrainingTags)
 
     def key(self, section: str, name: str) -> str:
         """Tag name for a logical key such as ('grouping', 'study_key_hash')."""

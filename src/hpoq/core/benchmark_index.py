@@ -20,6 +20,7 @@ from hpoq.config.experiment import Experiment
 from hpoq.config.selection import SelectionScope
 from hpoq.core import benchmark_key
 from hpoq.core.benchmark_key import build_benchmark_key, cache_file_name
+from hpoq.core.final_runs import FinalRun, final_runs
 from hpoq.core.paths import OutputLayout
 from hpoq.core.retrieval import BestTrial, retrieve_best_trials
 from hpoq.core.runtime import Runtime
@@ -104,6 +105,42 @@ def select_candidates(
                 latest[trial.backbone] = trial
         best = sorted(latest.values(), key=lambda t: t.backbone)
     return [candidate_for(experiment, b) for b in best], result.missing, result.warnings
+
+
+def final_candidate(experiment: Experiment, run: FinalRun) -> Candidate:
+    """A finished final model and its key: the variant is its name (`final_{backbone}...`),
+    the run id its final run's, the trial id the HPO trial it was trained from."""
+    key = build_benchmark_key(
+        backbone=run.backbone,
+        variant=run.name,
+        run_id=run.run_id,
+        trial_id=run.source_trial_id,
+        data=experiment.data,
+        benchmark=experiment.benchmark,
+    )
+    return Candidate(
+        backbone=run.backbone,
+        study_name=run.name,
+        variant=run.variant,
+        trial_number=run.source_trial_number or 0,
+        trial_id=run.source_trial_id,
+        run_id=run.run_id,
+        key=key,
+    )
+
+
+def final_candidates(
+    experiment: Experiment, client: MlflowClient, backbones: list[str] | None = None
+) -> list[Candidate]:
+    """Every finished final model of the experiment (of `backbones`), as candidates."""
+    if experiment.final_training is None:
+        return []
+    runs = final_runs(client, experiment, status="FINISHED")
+    return [
+        final_candidate(experiment, run)
+        for run in runs
+        if run.source_trial_id and (backbones is None or run.backbone in backbones)
+    ]
 
 
 def cache_path(layout: OutputLayout, key: str) -> Path:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from hpoq.config.benchmark import BenchmarkConfig
 from hpoq.config.data import DataConfig
+from hpoq.config.final_training import FinalTrainingConfig
+from hpoq.config.hpo import BackboneConfig
 
 FINGERPRINT_LENGTH = 16
 CACHE_NAME_LENGTH = 32
@@ -48,4 +51,40 @@ def trial_key_hash(backbone: str, study_name: str, trial_number: int) -> str:
     """Names one trial across MLflow, Optuna and disk: it is the trial_id everywhere."""
     return fingerprint(
         {"study_key_hash": study_key_hash(backbone, study_name), "trial_number": trial_number}
+    )
+
+
+def final_spec_fingerprint(
+    backbone: BackboneConfig,
+    params: Mapping[str, Any],
+    data: DataConfig,
+    final: FinalTrainingConfig,
+) -> str:
+    """spec_fp: what defines a final model. The backbone's model reference (a Hugging Face
+    id, a content address, or a built architecture), the chosen trial's hyperparameters,
+    the data and the final-training fields that change the model (not seeds, precision,
+    backbones or run mode). Computed on a portable experiment, so every host agrees."""
+    return fingerprint(
+        {
+            "backbone": backbone.model_dump(mode="json"),
+            "params": dict(params),
+            "data_fp": data_fingerprint(data),
+            "final_training": final.fingerprint_payload(),
+        }
+    )
+
+
+def final_exec_fingerprint(
+    *, seed: int, precision: str, torch_version: str, transformers_version: str, device: str
+) -> str:
+    """exec_fp: how a final model is executed. The seed, the precision, the torch and
+    transformers versions and the kind of device."""
+    return fingerprint(
+        {
+            "seed": seed,
+            "precision": precision,
+            "torch": torch_version,
+            "transformers": transformers_version,
+            "device": device,
+        }
     )

@@ -14,21 +14,28 @@ from typing import Any, Literal, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hpoq.config.base import SafeName
+from hpoq.config.base import Precision, SafeName
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_key import build_benchmark_key, parse_benchmark_key
+from hpoq.core.fingerprints import FINGERPRINT_LENGTH, final_spec_fingerprint
 from hpoq.core.job_inputs import host_paths
-from hpoq.core.variants import base_study_name, parse_variant
+from hpoq.core.variants import base_study_name, final_base_name, parse_variant
 from hpoq.errors import HpoqError, InputError
 
 QUEUE_HPO = "hpo"
 QUEUE_BENCHMARK = "benchmark"
+QUEUE_TRAIN = "train"
+# Every queue jobs travel on, in the order status shows them.
+JOB_QUEUES = (QUEUE_HPO, QUEUE_BENCHMARK, QUEUE_TRAIN)
 TASK_RUN_TRIAL = "hpoq.run_trial"
 TASK_RUN_BENCHMARK = "hpoq.run_benchmark"
+TASK_RUN_FINAL_TRAINING = "hpoq.run_final_training"
 
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 # MLflow run ids and trial ids (fingerprints) become paths, tags and filter values.
 RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+FINGERPRINT_PATTERN = f"^[0-9a-f]{{{FINGERPRINT_LENGTH}}}$"
+ParamValue = str | int | float | bool
 
 
 class JobBase(BaseModel):
@@ -145,8 +152,60 @@ class BenchmarkJob(JobBase):
             )
         except InputError as exc:  # pydantic reports ValueErrors with the field path
             raise ValueError(str(exc)) from None
-        if parse_variant(base, self.study_name) != self.variant:
-            raise ValueError(f"study_name is not variant {self.variant} of {base!r}")
+        final_base = final_base_name(self.backbone)
+        if self.variant not in (
+            parse_variant(base, self.study_name),
+            parse_variant(final_base, self.study_name),
+        ):
+            raise ValueError(
+                f"study_name is not variant {self.variant} of {base!r} or {final_base!r}"
+            )
         if self.benchmark_key != expected:
             raise ValueError("benchmark_key is not the key of this trial under this experiment")
+        return self
+
+
+class FinalTrainingJob(JobBase):
+    """Train one final model: the best trial `source_*` of a backbone, with its
+    hyperparameters `params`, under final-training variant `variant` (`study_name`
+    `final_{backbone}[_vN]`) and one seed.
+
+    Refused before it runs when the experiment has no final-training config, when a name
+    is not the variant it claims to be, or when `spec_fp` is not the fingerprint of this
+    backbone, these params, the data and the final-training config (a forged or stale job).
+    `exec_fp` is what the producer computed for the seed, precision and its environment.
+    """
+
+    kind: Literal["final_training"] = "final_training"
+    backbone: SafeName
+    study_name: SafeName
+    variant: int = Field(ge=1)
+    source_study_name: SafeName
+    source_variant: int = Field(ge=1)
+    source_trial_number: int = Field(ge=0)
+    source_trial_id: str = Field(pattern=RUN_ID_PATTERN)
+    source_run_id: str | None = Field(pattern=RUN_ID_PATTERN)
+    params: dict[str, ParamValue] = Field(max_length=256)
+    seed: int = Field(ge=0)
+    epochs: int = Field(ge=1)
+    precision: Precision
+    spec_fp: str = Field(pattern=FINGERPRINT_PATTERN)
+    exec_fp: str = Field(pattern=FINGERPRINT_PATTERN)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        final = self.experiment.final_training
+        if final is None:
+            raise ValueError("the experiment has no final_training config")
+        if parse_variant(final_base_name(self.backbone), self.study_name) != self.variant:
+            raise ValueError(f"study_name is not final-training variant {self.variant}")
+        hpo_base = base_study_name(self.experiment.hpo.checkpoint.study_name, self.backbone)
+        if parse_variant(hpo_base, self.source_study_name) != self.source_variant:
+            raise ValueError(f"source_study_name is not variant {self.source_variant}")
+        found = [b for b in self.experiment.hpo.backbones if b.name == self.backbone]
+        if not found:
+            raise ValueError("backbone is not one of the experiment's backbones")
+        expected = final_spec_fingerprint(found[0], self.params, self.experiment.data, final)
+        if self.spec_fp != expected:
+            raise ValueError("spec_fp is not the fingerprint of this model under this experiment")
         return self

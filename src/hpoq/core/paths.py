@@ -42,6 +42,7 @@ class OutputLayout:
     """Where everything lives under the output directory.
 
     <output>/<platform>/hpo/<backbone>/<study_name>/    study folder (journal, trials, metrics)
+    <output>/<platform>/final/<backbone>/<variant_name>/ a final model (checkpoint/, scores)
     <output>/<platform>/benchmarks/cache/                benchmark cache JSON files
     <output>/cache/{data,models,checkpoints}/<digest>/  files fetched by content hash
     <output>/mlflow.db, <output>/redis/                  embedded local services
@@ -61,6 +62,12 @@ class OutputLayout:
         return safe_join(
             self.study_dir(backbone, study_name), f"trial_{trial_number}", what="trial"
         )
+
+    def final_dir(self, backbone: str) -> Path:
+        return safe_join(self.root, self.platform, "final", backbone, what="backbone")
+
+    def final_variant_dir(self, backbone: str, name: str) -> Path:
+        return safe_join(self.final_dir(backbone), name, what="final variant")
 
     def benchmark_cache_dir(self) -> Path:
         return safe_join(self.root, self.platform, "benchmarks", "cache")

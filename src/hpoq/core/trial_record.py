@@ -27,6 +27,7 @@ from hpoq.core.fingerprints import study_key_hash, trial_key_hash
 
 STAGE_HPO = "hpo"
 STAGE_BENCHMARK = "benchmark"  # a benchmark's run, in the benchmark experiment
+STAGE_FINAL_TRAINING = "final_training"  # a final model's run, in the final experiment
 STAGE_REPORT = "report"  # the run holding an experiment's HTML report, in the HPO experiment
 METRICS_FILE = "metrics.json"
 TrialStateName = Literal["COMPLETE", "PRUNED", "FAIL"]

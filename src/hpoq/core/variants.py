@@ -1,7 +1,9 @@
-"""Variant names (ARCHITECTURE.md, 'Variant names'), for HPO and any later process type.
+"""Variant names (ARCHITECTURE.md, 'Variant names'), for both process types.
 
-Variant 1 is the base name (`hpo_{backbone}` or the configured template filled in);
-variant n > 1 is `{base}_v{n}`; `{base}_v1` is read as variant 1.
+Variant 1 is the base name (`hpo_{backbone}` or the configured template filled in; for
+final training `final_{backbone}`); variant n > 1 is `{base}_v{n}`; `{base}_v1` is read as
+variant 1. The same counter (coordination/variant_counter.py), keyed by the base, numbers
+both.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from hpoq.config.base import check_safe_name
 from hpoq.errors import UnsafeNameError
 
 MAX_VARIANT = 1_000_000
+FINAL_NAME_TEMPLATE = "final_{backbone}"
 
 
 @dataclass(frozen=True, order=True)
@@ -32,6 +35,11 @@ def base_study_name(template: str, backbone: str) -> str:
         return check_safe_name(name)
     except ValueError as exc:
         raise UnsafeNameError(f"checkpoint.study_name: {exc}") from None
+
+
+def final_base_name(backbone: str) -> str:
+    """Variant 1 of a backbone's final training: `final_{backbone}`."""
+    return base_study_name(FINAL_NAME_TEMPLATE, backbone)
 
 
 def variant_study_name(base: str, variant: int) -> str:

@@ -12,7 +12,7 @@ from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.run_mode import get_benchmark_run_mode
 from hpoq.core.benchmark_dispatch import DispatchReport, candidate_of, dispatch
-from hpoq.core.benchmark_index import key_suffix, select_candidates
+from hpoq.core.benchmark_index import final_candidates, key_suffix, select_candidates
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.jobs import BenchmarkJob
 from hpoq.core.measured_keys import finished_keys
@@ -28,7 +28,8 @@ def benchmark_experiment(
     mode_override: str | RunMode | None = None,
     backbones: Sequence[str] | None = None,
 ) -> tuple[DispatchReport, list[str], list[str]]:
-    """Retrieve the best trials, skip what is measured or in flight, enqueue the rest.
+    """Retrieve the best trials and the finished final models, skip what is measured or in
+    flight, enqueue the rest.
 
     Returns the report, the backbones with no trials, and retrieval warnings.
     """
@@ -40,6 +41,7 @@ def benchmark_experiment(
         backbones=list(backbones) if backbones else None,
         client=client,
     )
+    candidates += final_candidates(experiment, client, list(backbones) if backbones else None)
     report = dispatch(
         experiment,
         services.runtime,

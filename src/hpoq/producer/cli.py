@@ -15,6 +15,7 @@ from hpoq.producer.commands import (
     run_cmd,
     status_cmd,
     submit_cmd,
+    train_final_cmd,
     worker_cmd,
 )
 
@@ -30,6 +31,7 @@ app.command("submit")(submit_cmd.submit)
 app.command("worker")(worker_cmd.worker)
 app.command("retrieve")(retrieve_cmd.retrieve)
 app.command("benchmark")(benchmark_cmd.benchmark)
+app.command("train-final")(train_final_cmd.train_final)
 app.command("run")(run_cmd.run_command)
 app.command("status")(status_cmd.status)
 app.command("report")(report_cmd.report)

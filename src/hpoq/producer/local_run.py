@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_dispatch import measured_keys
-from hpoq.core.benchmark_index import Candidate, read_cache, select_candidates
+from hpoq.core.benchmark_index import Candidate, final_candidates, read_cache, select_candidates
 from hpoq.core.benchmark_results import benchmark_row, load_result
+from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.failures import benchmark_error, first_trial_error
+from hpoq.core.final_runs import final_runs
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.input_checks import check_inputs
 from hpoq.core.optuna_setup import count_finished
@@ -65,6 +67,8 @@ class RunReport:
     benchmarks: list[dict[str, Any]] = field(default_factory=list)
     trials_enqueued: int = 0
     benchmarks_enqueued: int = 0
+    final_enqueued: int = 0
+    final_models: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # What did not come out, each with the first recorded worker error and the worker logs.
     failures: list[dict[str, Any]] = field(default_factory=list)
@@ -73,7 +77,7 @@ class RunReport:
 
     @property
     def new_work(self) -> bool:
-        return bool(self.trials_enqueued or self.benchmarks_enqueued)
+        return bool(self.trials_enqueued or self.benchmarks_enqueued or self.final_enqueued)
 
     @property
     def succeeded(self) -> bool:
@@ -89,6 +93,8 @@ class RunReport:
             "new_work": self.new_work,
             "trials_enqueued": self.trials_enqueued,
             "benchmarks_enqueued": self.benchmarks_enqueued,
+            "final_enqueued": self.final_enqueued,
+            "final_models": self.final_models,
             "warnings": self.warnings,
             "failures": self.failures,
             "logs": self.logs,
@@ -159,15 +165,28 @@ def run_experiment(
                 f"{v['study_name']}: {v['reason']}; first error: {v['first_error']}"
                 for v in report.stopped
             ]
-        dispatched, _, warnings = benchmark_experiment(
-            experiment, services, mode_override=mode_override
-        )
-        report.benchmarks_enqueued = len(dispatched.enqueued)
-        report.warnings += warnings
-        candidates, _, _ = select_candidates(experiment, runtime, client=client)
-        if dispatched.enqueued or dispatched.skipped_in_flight:
-            _start(pool, signals)
-            _wait_for_benchmarks(experiment, services, candidates, pool, events, deadline, client)
+        # The best trials' benchmarks, then the final models and theirs.
+        stages = [False, True] if experiment.final_training is not None else [False]
+        settled: set[str] | None = None  # keys settled before the final models existed
+        candidates: list[Candidate] = []
+        for final_stage in stages:
+            if final_stage:
+                settled = {c.key for c in candidates}
+                _final_training(
+                    experiment, services, pool, signals, report, deadline, mode_override
+                )
+            dispatched, _, warnings = benchmark_experiment(
+                experiment, services, mode_override=mode_override
+            )
+            report.benchmarks_enqueued += len(dispatched.enqueued)
+            report.warnings += [w for w in warnings if w not in report.warnings]
+            candidates, _, _ = select_candidates(experiment, runtime, client=client)
+            candidates += final_candidates(experiment, client)
+            if dispatched.enqueued or dispatched.skipped_in_flight:
+                _start(pool, signals)
+                _wait_for_benchmarks(
+                    experiment, services, candidates, pool, events, deadline, client, settled
+                )
         retrieval = retrieve_best_trials(experiment, runtime, client=client)
         report.best_trials = [t.model_dump(mode="json") for t in retrieval.best]
         report.missing = retrieval.missing
@@ -175,10 +194,71 @@ def run_experiment(
             _benchmark_row(experiment, runtime, client, c.to_json()) for c in candidates
         ]
         report.failures = _failures(experiment, client, plan, retrieval.missing, candidates, report)
+        if experiment.final_training is not None:
+            models = final_runs(client, experiment)
+            report.final_models = [r.to_json() for r in models if r.status == "FINISHED"]
+            report.failures += _final_failures(services, experiment, report)
         return report
     finally:
         if services is not None:
             _shut_down(services, pool, signals, announce)
+
+
+def _final_training(
+    experiment: Experiment,
+    services: Services,
+    pool: LocalWorkers,
+    signals: StopSignals | None,
+    report: RunReport,
+    deadline: float | None,
+    mode_override: str | RunMode | None,
+) -> None:
+    """Train the final models of the best trials (when there are any) and wait for them."""
+    from hpoq.errors import NothingToDo
+    from hpoq.producer.final_training import train_final
+
+    try:
+        plan = train_final(experiment, services, mode_override=mode_override)
+    except NothingToDo as exc:
+        report.warnings.append(str(exc))
+        return
+    report.final_enqueued = len([i for i in plan.items if i.job_id and i.action != "in_flight"])
+    report.warnings += plan.warnings
+    waiting = [i for i in plan.items if i.job_id]
+    if not waiting:
+        return
+    _start(pool, signals)
+    registry = FinalRegistry(services.redis, services.keys)
+    fields = [entry_field(i.backbone, i.spec_fp, i.exec_fp) for i in waiting]
+    while True:
+        entries = [registry.get(f) for f in fields]
+        if all(e is not None and e.state in ("finished", "failed") for e in entries):
+            return
+        _check(pool, deadline)
+        time.sleep(POLL_S)
+
+
+def _final_failures(
+    services: Services, experiment: Experiment, report: RunReport
+) -> list[dict[str, Any]]:
+    """Final trainings of this experiment whose latest attempt failed."""
+    from hpoq.producer.final_training import failed_final_jobs
+
+    failures = []
+    for job, error in failed_final_jobs(services, experiment):
+        failures.append(
+            {
+                "what": "final_training",
+                "backbone": job.backbone,
+                "study_name": job.study_name,
+                "message": (
+                    f"{job.backbone}: final training {job.study_name} (seed {job.seed}) failed"
+                ),
+                "error": error or NO_ERROR_RECORDED,
+                "logs": report.logs,
+            }
+        )
+    return failures
 
 
 def _start(pool: LocalWorkers, signals: StopSignals | None) -> None:
@@ -353,13 +433,15 @@ def _wait_for_benchmarks(
     events: Observer | None,
     deadline: float | None,
     client: Any,
+    seen: set[str] | None = None,
 ) -> None:
+    """Until every candidate's key is measured or failed; `events` hear of each key settled
+    after the first look, or after `seen` (keys settled before, when given)."""
     from hpoq.core.coordination.leases import BenchmarkLeases
 
     leases = BenchmarkLeases(services.redis, services.keys)
     failed_hash = services.keys.failed_benchmarks()
     keys = [c.key for c in candidates]
-    seen: set[str] | None = None
     while True:
         done = measured_keys(experiment, services.runtime, client, keys)
         failed = {k for k in keys if services.redis.hexists(failed_hash, k)}

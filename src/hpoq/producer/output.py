@@ -32,6 +32,7 @@ from hpoq.errors import (
     ConfigError,
     HpoqError,
     InputError,
+    NothingToDo,
     ServiceError,
     SettingsError,
     UnsafeNameError,
@@ -53,6 +54,7 @@ _KINDS: tuple[tuple[type[BaseException], str, int], ...] = (
     (UnsafeNameError, "unsafe_name", EXIT_BAD_INPUT),
     (InputError, "input", EXIT_BAD_INPUT),
     (ServiceError, "service", EXIT_FAILURE),
+    (NothingToDo, "work_failed", EXIT_FAILURE),
     (HpoqError, "failure", EXIT_FAILURE),
 )
 

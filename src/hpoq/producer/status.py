@@ -14,7 +14,7 @@ import shlex
 from typing import Any
 
 from hpoq.config.experiment import Experiment
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.jobs import JOB_QUEUES
 from hpoq.core.variants import base_study_name
 from hpoq.producer.services import Services
 
@@ -26,9 +26,7 @@ RECENT_DEAD_LETTERS = 10
 def _queues(services: Services) -> dict[str, int]:
     from hpoq.producer.queue_depth import queue_lengths
 
-    return queue_lengths(
-        services.celery, services.redis, services.redis_url, (QUEUE_HPO, QUEUE_BENCHMARK)
-    )
+    return queue_lengths(services.celery, services.redis, services.redis_url, JOB_QUEUES)
 
 
 def _describe_task(task: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +98,46 @@ def finish_command(experiment_path: str | None, backbone: str, variant: int) -> 
     return f"hpoq submit {path} --backbone {shlex.quote(backbone)} --variant {variant}"
 
 
+def _final_trainings(
+    services: Services, experiment: Experiment | None, experiment_path: str | None
+) -> list[dict[str, Any]]:
+    """Final trainings planned (of `experiment`): variant, seed, state (queued, running,
+    lost with its worker, finished, failed), the error of a failed one and the command
+    that trains a failed or lost one again."""
+    from hpoq.core.coordination.final_registry import FinalRegistry
+    from hpoq.core.jobs import FinalTrainingJob
+
+    rows = []
+    registry = FinalRegistry(services.redis, services.keys)
+    for entry in registry.all():
+        try:
+            job = FinalTrainingJob.model_validate_json(entry.job)
+        except ValueError:
+            continue
+        if experiment is not None and job.experiment.name != experiment.name:
+            continue
+        state: str = entry.state
+        if state == "running" and registry.holder(entry.field) is None:
+            state = "lost"  # its worker stopped beating; the next train-final trains it again
+        row: dict[str, Any] = {
+            "backbone": job.backbone,
+            "study_name": job.study_name,
+            "variant": job.variant,
+            "seed": job.seed,
+            "state": state,
+            "job_id": job.job_id,
+            "source": f"{job.source_study_name} trial {job.source_trial_number}",
+        }
+        path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
+        if state == "failed":
+            row["error"] = entry.error
+            row["command"] = f"hpoq train-final {path} --retry-failed"
+        elif state == "lost":
+            row["command"] = f"hpoq train-final {path}"
+        rows.append(row)
+    return rows
+
+
 def _dead_letters(services: Services) -> dict[str, Any]:
     from hpoq.core.coordination.dead_letters import DeadLetters
 
@@ -123,6 +161,7 @@ def cluster_status(
         "incomplete_variants": [v for v in variants if "command" in v],
         "failed_jobs": failed_jobs,
         "failed_benchmarks": sorted(failed_benchmarks),
+        "final_trainings": _final_trainings(services, experiment, experiment_path),
         "where": locations(services, experiment),
         "dead_letters": _dead_letters(services),
     }

@@ -32,13 +32,12 @@ from typing import Any
 
 from kombu.transport import pyamqp
 
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.jobs import JOB_QUEUES
 from hpoq.workers.celery_app import DEAD_LETTERS_OPTION
 from hpoq.workers.dead_letter_signals import record
 from hpoq.workers.message_screen import screen_delivery
 
 log = logging.getLogger(__name__)
-JOB_QUEUES = frozenset({QUEUE_HPO, QUEUE_BENCHMARK})
 _CONSUME = inspect.signature(pyamqp.Channel.basic_consume)
 
 

@@ -42,6 +42,7 @@ from hpoq.core.jobs import BenchmarkJob, JobInFlight
 from hpoq.core.measured_keys import is_measurement
 from hpoq.core.objective import load_objective
 from hpoq.core.trial_record import STAGE_BENCHMARK, write_json_atomic
+from hpoq.core.variants import final_base_name, parse_variant
 from hpoq.errors import HpoqError
 from hpoq.workers.context import WorkerContext, lease_seconds
 
@@ -85,6 +86,9 @@ class BenchmarkOutcome:
 
 
 def checkpoint_dir(job: BenchmarkJob, ctx: WorkerContext) -> Path:
+    """Where this host keeps the checkpoint: a final model's folder, or the trial's."""
+    if parse_variant(final_base_name(job.backbone), job.study_name) == job.variant:
+        return ctx.runtime.layout.final_variant_dir(job.backbone, job.study_name) / "checkpoint"
     return (
         ctx.runtime.layout.trial_dir(job.backbone, job.study_name, job.trial_number) / "checkpoint"
     )

@@ -42,7 +42,15 @@ from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
 from hpoq.config.settings import AMQP_SCHEMES, load_settings
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
+from hpoq.core.jobs import (
+    JOB_QUEUES,
+    QUEUE_BENCHMARK,
+    QUEUE_HPO,
+    QUEUE_TRAIN,
+    TASK_RUN_BENCHMARK,
+    TASK_RUN_FINAL_TRAINING,
+    TASK_RUN_TRIAL,
+)
 
 SCREENING_TRANSPORT = "hpoq.workers.broker_transport:Transport"
 SCREENING_AMQP_TRANSPORTS = {
@@ -139,11 +147,12 @@ def create_app(redis_url: str, *, consumer: bool = False, broker: str | None = N
         result_backend_transport_options=results,
         result_expires=7 * 24 * 3600,
         result_extended=False,
-        task_queues=[Queue(QUEUE_HPO), Queue(QUEUE_BENCHMARK)],  # type: ignore[no-untyped-call]
+        task_queues=[Queue(name) for name in JOB_QUEUES],  # type: ignore[no-untyped-call]
         task_default_queue=QUEUE_HPO,
         task_routes={
             TASK_RUN_TRIAL: {"queue": QUEUE_HPO},
             TASK_RUN_BENCHMARK: {"queue": QUEUE_BENCHMARK},
+            TASK_RUN_FINAL_TRAINING: {"queue": QUEUE_TRAIN},
         },
         enable_utc=True,
     )

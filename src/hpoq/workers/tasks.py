@@ -20,8 +20,10 @@ from celery.signals import worker_process_init, worker_process_shutdown
 
 from hpoq.core.jobs import (
     TASK_RUN_BENCHMARK,
+    TASK_RUN_FINAL_TRAINING,
     TASK_RUN_TRIAL,
     BenchmarkJob,
+    FinalTrainingJob,
     JobInFlight,
     TrialJob,
     parse_job,
@@ -33,7 +35,7 @@ from hpoq.workers.celery_app import coordination_url
 from hpoq.workers.context import WorkerContext
 
 log = logging.getLogger(__name__)
-J = TypeVar("J", TrialJob, BenchmarkJob)
+J = TypeVar("J", TrialJob, BenchmarkJob, FinalTrainingJob)
 T = TypeVar("T")
 
 MAX_TRANSIENT_RETRIES = 5
@@ -209,4 +211,33 @@ def run_benchmark(self: Task, payload: Any) -> dict[str, Any]:
         record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
 
     _, outcome = _execute(self, job, execute_benchmark, give_up)
+    return _settle(outcome)
+
+
+@app.task(
+    name=TASK_RUN_FINAL_TRAINING, bind=True, acks_late=True, max_retries=None, throws=(JobFailed,)
+)
+def run_final_training(self: Task, payload: Any) -> dict[str, Any]:
+    from hpoq.workers.final_training import (
+        FinalOutcome,
+        benchmark_final,
+        execute_final_training,
+        record_final_failure,
+    )
+
+    job = _parse(self, payload, FinalTrainingJob)
+
+    def give_up(job: FinalTrainingJob, ctx: WorkerContext, exc: BaseException) -> None:
+        record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")
+
+    ctx, outcome = _execute(self, job, execute_final_training, give_up)
+    if outcome.failure() is None:
+        try:
+            jobs = benchmark_final(job, ctx, self.app)
+        except Exception as exc:  # `hpoq benchmark` (and `hpoq run`) enqueue it again
+            log.warning("benchmark of final model %s not enqueued: %s", job.study_name, exc)
+        else:
+            outcome = FinalOutcome(
+                outcome.status, outcome.name, outcome.run_id, outcome.error, tuple(jobs)
+            )
     return _settle(outcome)

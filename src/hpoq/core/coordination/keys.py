@@ -4,7 +4,7 @@ A namespace separates deployments that share one Redis (a different Optuna stora
 output directory gets different counters). Keys without a TTL say why.
 
 Keys that hpoq does not build, listed so that nothing in Redis goes unexplained:
-- the queues `hpo` and `benchmark` and kombu's `unacked`, `unacked_index` and
+- the queues `hpo`, `benchmark` and `train` and kombu's `unacked`, `unacked_index` and
   `unacked_mutex`: kombu's own, emptied as jobs are acknowledged (a queue is a list that
   exists only while it holds messages); `_kombu.binding.*`: kombu's routing table, one
   small set per exchange, declared again by every worker that starts;
@@ -117,6 +117,22 @@ class RedisKeys:
     # No TTL: a fencing number must only ever grow for its key.
     def benchmark_fence(self, key_hash: str) -> str:
         return self._k("bench-fence", key_hash)
+
+    # Final trainings planned: `{backbone}:{spec_fp}:{exec_fp}` -> the latest variant's job
+    # and state (queued, running, finished, failed), for reuse, retry-failed and status.
+    # TTL: BOOKKEEPING_TTL_S, refreshed on every write (MLflow stays the record of truth).
+    def final_trainings(self) -> str:
+        return self._k("final-trainings")
+
+    # The worker training one of them is alive (value: its owner). TTL: one lease, renewed by
+    # its heartbeat, so a dead worker's training counts as lost one lease after its death.
+    def final_alive(self, field_hash: str) -> str:
+        return self._k("final-alive", field_hash)
+
+    # Held while a producer decides and enqueues the final trainings of one backbone.
+    # TTL: the lock's own timeout (redis-py Lock, SET NX PX).
+    def final_plan_lock(self, backbone: str) -> str:
+        return self._k("final-plan-lock", backbone)
 
     # Turns on one device (device_hash = hash of host and visible GPUs; see device_lease.py):
     # shared holders (ZSET owner -> expiry ms), the exclusive holder, and the exclusive

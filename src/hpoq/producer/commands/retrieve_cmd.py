@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -36,28 +36,70 @@ def retrieve(
         list[str] | None,
         typer.Option("--backbone", help="Only this backbone (repeatable); default: all."),
     ] = None,
+    stage: Annotated[
+        str,
+        typer.Option("--stage", help="hpo: the best trials; final: the trained final models."),
+    ] = "hpo",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Find the best trial of each backbone: MLflow first, then Optuna, then disk; and
-    where its checkpoint is (this host's folder, the MLflow artifact store)."""
+    where its checkpoint is (this host's folder, the MLflow artifact store). With
+    `--stage final`: the final models, their test scores and checkpoints."""
     from hpoq.config.loader import load_experiment
     from hpoq.core.checkpoint_location import locate_checkpoints, retrieval_document
     from hpoq.core.retrieval import mlflow_was_down, retrieve_best_trials
     from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
     from hpoq.core.runtime import Runtime
     from hpoq.core.tracking import make_client
+    from hpoq.errors import InputError
 
     with exit_codes(as_json):
+        if stage not in ("hpo", "final"):
+            raise InputError(f"--stage: {stage!r} is not a stage (expected hpo or final)")
         experiment = load_experiment(path)
         runtime = Runtime.from_settings()
         use_mlflow_http_policy(MlflowHttpPolicy.READ_ONLY)  # MLflow down: fall back fast
-        with _warnings_not_logged():
-            result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
-            client = None if mlflow_was_down(result) else make_client(runtime.mlflow_uri())
-            checkpoints = locate_checkpoints(result, runtime.layout, client)
+        if stage == "final":
+            from hpoq.core.final_runs import final_models
+            from hpoq.producer.submit import select_backbones
+
+            names = select_backbones(experiment, backbone) if backbone else None
+            models = final_models(
+                experiment, runtime.layout, make_client(runtime.mlflow_uri()), names
+            )
+    if stage == "final":
+        _emit_final(as_json, models, experiment.selection.objective.metric)
+        return
+    with exit_codes(as_json), _warnings_not_logged():
+        result = retrieve_best_trials(experiment, runtime, scope=scope, backbones=backbone)
+        client = None if mlflow_was_down(result) else make_client(runtime.mlflow_uri())
+        checkpoints = locate_checkpoints(result, runtime.layout, client)
     metric = experiment.selection.objective.metric
     document = retrieval_document(result, checkpoints)
     emit(as_json, document, lambda: _render(result, metric, checkpoints))
+
+
+def _emit_final(as_json: bool, models: list[dict[str, Any]], metric: str) -> None:
+    from hpoq.core.final_runs import seed_summary
+    from hpoq.producer.commands.train_final_cmd import render_final_models
+
+    summary = seed_summary(models, metric)
+
+    def render() -> None:
+        if not models:
+            stdout.print("no final model yet (hpoq train-final trains them)")
+            return
+        render_final_models(models, metric)
+        for group in summary:
+            if group["stdev"] is not None:
+                stdout.print(
+                    f"{escape(group['backbone'])} (spec {group['spec_fp']}): "
+                    f"{group['metric']} {group['mean']:.4f} +- {group['stdev']:.4f} "
+                    f"over {group['seeds']} seeds",
+                    highlight=False,
+                )
+
+    emit(as_json, {"final_models": models, "by_spec": summary}, render)
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from hpoq.producer.commands.submit_cmd import JsonOption, RunModeOption
+from hpoq.producer.commands.train_final_cmd import render_final_models
 from hpoq.producer.output import emit, exit_codes, fail, fail_each, stderr, stdout
 from hpoq.producer.tables import cell, new_table, number, print_table
 
@@ -77,11 +78,14 @@ def run_command(
             stderr.print(f"[yellow]warning:[/] {escape(message)}", highlight=False)
         if not report.new_work:
             stdout.print(
-                "nothing new to do: every variant is complete and every best trial is benchmarked"
+                "nothing new to do: every variant is complete, every final model trained and "
+                "every model benchmarked"
             )
         _render_best(report.best_trials, experiment.hpo.objective.metric)
         if report.missing:
             stdout.print(f"no trials: {', '.join(report.missing)}", highlight=False)
+        if report.final_models:
+            render_final_models(report.final_models, experiment.hpo.objective.metric)
         _render_benchmarks(report.benchmarks)
         _render_report(html)
 

@@ -68,6 +68,26 @@ def status(
                     str(v["n_trials"]),
                 )
             print_table(stdout, table)
+        if report["final_trainings"]:
+            table = new_table(
+                "backbone", "final variant", "seed", "state", "source", right=("seed",)
+            )
+            for f in report["final_trainings"]:
+                table.add_row(
+                    cell(f["backbone"]),
+                    cell(f["study_name"]),
+                    str(f["seed"]),
+                    cell(f["state"]),
+                    cell(f["source"]),
+                )
+            print_table(stdout, table)
+            for f in report["final_trainings"]:
+                if f["state"] == "failed":
+                    stdout.print(
+                        f"{escape(f['study_name'])} failed: {escape(str(f['error']))}",
+                        highlight=False,
+                    )
+                    stdout.print(f"  to retry it: {escape(f['command'])}", highlight=False)
         for v in report["incomplete_variants"]:
             stdout.print(f"{escape(v['study_name'])}: {escape(v['reason'])}", highlight=False)
             stdout.print(f"  to finish it: {escape(v['command'])}", highlight=False)

@@ -59,7 +59,7 @@ def worker(
     gpu: Annotated[int | None, typer.Option("--gpu", min=0, help="GPU index to bind.")] = None,
     queues: Annotated[
         str, typer.Option("--queues", help="Comma-separated queues.")
-    ] = "hpo,benchmark",
+    ] = "hpo,benchmark,train",
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=64)] = 1,
     index: Annotated[
         int | None,
@@ -92,15 +92,17 @@ def worker(
     With --slots K the worker runs K jobs at once on its device (K pool processes); a
     benchmark still has the device to itself."""
     from hpoq.core.coordination.local_redis import resolve_redis_url
-    from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+    from hpoq.core.jobs import JOB_QUEUES
     from hpoq.core.runtime import Runtime
     from hpoq.errors import InputError
 
     with exit_codes():
         wanted = [q.strip() for q in queues.split(",") if q.strip()]
-        unknown = sorted(set(wanted) - {QUEUE_HPO, QUEUE_BENCHMARK})
+        unknown = sorted(set(wanted) - set(JOB_QUEUES))
         if not wanted or unknown:
-            raise InputError(f"--queues: unknown queue(s) {unknown or queues!r}; use hpo,benchmark")
+            raise InputError(
+                f"--queues: unknown queue(s) {unknown or queues!r}; use {','.join(JOB_QUEUES)}"
+            )
         if slots > 1 and concurrency not in (1, slots):
             raise InputError("--slots sets the worker's concurrency; leave --concurrency out")
         url, _ = resolve_redis_url(Runtime.from_settings(), start=False)

@@ -6,10 +6,10 @@ benchmark` measures) and their results from the disk cache or MLflow
 (core/benchmark_results.py), failures from Optuna's FAIL trials with the error their MLflow
 run recorded and from the FAILED benchmark runs of keys still unmeasured.
 
-The accuracy-latency points (`TradeoffPoint`) carry a `kind`: today every point is a
-benchmarked best trial of a search (`best_trial`, scored on the validation split); a model
-trained on the final split (final training) adds points of another kind with their own
-score, and the charts draw each kind with its own marker.
+The accuracy-latency points (`TradeoffPoint`) carry a `kind`: a benchmarked best trial of
+a search (`best_trial`, scored on the validation split) or a benchmarked final model
+(`final_model`, scored on the test split: `test.<metric>` of its final-training run); the
+charts draw each kind with its own marker.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
-PointKind = Literal["best_trial"]  # final training adds "final_model"
+PointKind = Literal["best_trial", "final_model"]
 NO_ERROR = "no error was recorded in MLflow"
 
 
@@ -168,8 +168,12 @@ def collect(experiment: Experiment, runtime: Runtime, client: MlflowClient | Non
         point
         for candidate, row in zip(candidates, rows, strict=True)
         if candidate.trial_id in values
-        for point in _points(values[candidate.trial_id], row)
+        for point in _best_points(values[candidate.trial_id], row)
     ]
+    if mlflow is not None and experiment.final_training is not None:
+        final_rows, final_points = _final_models(experiment, runtime, mlflow)
+        rows += final_rows
+        tradeoff += final_points
     return ReportData(
         experiment=experiment,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -197,15 +201,66 @@ def _variants(experiment: Experiment, runtime: Runtime, backbone: str) -> list[V
     return found
 
 
-def _points(best: BestTrial, row: dict[str, Any]) -> list[TradeoffPoint]:
+def _final_models(
+    experiment: Experiment, runtime: Runtime, client: MlflowClient
+) -> tuple[list[dict[str, Any]], list[TradeoffPoint]]:
+    """The benchmark rows and accuracy-latency points of the finished final models."""
+    from hpoq.core.benchmark_index import final_candidate
+    from hpoq.core.final_runs import final_runs
+
+    rows: list[dict[str, Any]] = []
+    points: list[TradeoffPoint] = []
+    metric = f"test.{experiment.selection.objective.metric}"
+    try:
+        runs = final_runs(client, experiment, status="FINISHED")
+    except Exception as exc:  # the rest of the report stands without them
+        log.warning("final models not read from MLflow: %s", exc)
+        return rows, points
+    for run in runs:
+        if not run.source_trial_id:
+            continue
+        candidate = final_candidate(experiment, run)
+        row = benchmark_row(
+            candidate.to_json(), load_result(experiment, runtime, client, candidate.key)
+        )
+        rows.append(row)
+        value = run.metrics.get(metric)
+        if value is not None:
+            points += _points(
+                row, "final_model", run.backbone, run.name, candidate.trial_number, metric, value
+            )
+    return rows, points
+
+
+def _best_points(best: BestTrial, row: dict[str, Any]) -> list[TradeoffPoint]:
+    return _points(
+        row,
+        "best_trial",
+        best.backbone,
+        best.study_name,
+        best.trial_number,
+        best.metric,
+        best.value,
+    )
+
+
+def _points(
+    row: dict[str, Any],
+    kind: PointKind,
+    backbone: str,
+    study_name: str,
+    trial_number: int,
+    metric: str,
+    value: float,
+) -> list[TradeoffPoint]:
     return [
         TradeoffPoint(
-            kind="best_trial",
-            backbone=best.backbone,
-            study_name=best.study_name,
-            trial_number=best.trial_number,
-            metric=best.metric,
-            value=best.value,
+            kind=kind,
+            backbone=backbone,
+            study_name=study_name,
+            trial_number=trial_number,
+            metric=metric,
+            value=value,
             precision=str(e["precision"]),
             padding=str(e.get("padding") or "sorted"),
             batch_size=int(e["batch_size"]),

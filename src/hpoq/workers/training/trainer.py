@@ -27,6 +27,7 @@ from hpoq.config.base import Precision
 from hpoq.config.data import DataConfig
 from hpoq.config.hpo import BackboneConfig, TrainerConfig
 from hpoq.core.datasets import Sentence, read_split
+from hpoq.core.datasets.readers import SplitName
 from hpoq.errors import InputError
 from hpoq.workers.training.batching import (
     length_grouped_batches,
@@ -94,9 +95,13 @@ def prepare(
     trainer: TrainerConfig,
     params: HyperParams,
     device: str | None = None,
+    train_splits: Sequence[SplitName] = ("train",),
 ) -> TrainingRun:
-    """Read the splits, build the tokenizer and model, and move the model to its device."""
-    train = _non_empty(read_split(data, data_dir, "train"), data, "train")
+    """Read the splits, build the tokenizer and model, and move the model to its device.
+    The model trains on `train_splits` (a final model: train and validation) and is
+    scored on validation."""
+    train = [s for split in train_splits for s in read_split(data, data_dir, split)]
+    train = _non_empty(train, data, "+".join(train_splits))
     validation = _non_empty(read_split(data, data_dir, "validation"), data, "validation")
     loaded = load_backbone(
         backbone,
@@ -120,14 +125,18 @@ def prepare(
 
 
 def predict(
-    run: TrainingRun, precision: Precision | str = Precision.FP32, sort_by_length: bool = True
+    run: TrainingRun,
+    precision: Precision | str = Precision.FP32,
+    sort_by_length: bool = True,
+    items: Sequence[Encoded] | None = None,
 ) -> list[list[str]]:
-    """Word-level tags of every validation sentence, in the split's order. Sorted by length,
-    batches are padded less; the predictions are the same as in file order (each row's
-    padding is masked out), only computed in fewer padded positions."""
+    """Word-level tags of every validation sentence (or of `items`), in the split's order.
+    Sorted by length, batches are padded less; the predictions are the same as in file
+    order (each row's padding is masked out), only computed in fewer padded positions."""
+    encoded = run.validation if items is None else items
     id2label = dict(enumerate(run.labels))
     pad_id = int(run.tokenizer.pad_token_id)
-    lengths = [len(item.input_ids) for item in run.validation]
+    lengths = [len(item.input_ids) for item in encoded]
     if sort_by_length:
         batches = sorted_batches(lengths, EVAL_BATCH_SIZE)
     else:
@@ -139,7 +148,7 @@ def predict(
     run.model.eval()
     with torch.inference_mode():
         for indices in batches:
-            batch = [run.validation[i] for i in indices]
+            batch = [encoded[i] for i in indices]
             tensors = collate(batch, pad_id)
             with autocast(run.device, precision):
                 logits = run.model(
@@ -157,6 +166,23 @@ def evaluate(
 ) -> EntityScores:
     """Entity-level scores of the current model on the validation split."""
     return entity_scores(run.validation_gold, predict(run, precision, sort_by_length))
+
+
+def score_split(
+    run: TrainingRun,
+    data: DataConfig,
+    data_dir: Path,
+    split: SplitName,
+    precision: Precision | str = Precision.FP32,
+    sort_by_length: bool = True,
+) -> EntityScores:
+    """Entity-level scores of the current model on any split of the data (a final model's
+    train, validation and test scores)."""
+    sentences = _non_empty(read_split(data, data_dir, split), data, split)
+    label2id = {label: index for index, label in enumerate(run.labels)}
+    items = encode(run.tokenizer, sentences, label2id, run.max_length)
+    predicted = predict(run, precision, sort_by_length, items)
+    return entity_scores([s.tags for s in sentences], predicted)
 
 
 def fit(
