@@ -13,6 +13,12 @@ from hpoq.core.optuna_setup import JOB_ID_ATTR, job_ids
 from hpoq.core.tracking import QUIET_RUN_LINKS_ENV, make_client
 
 
+def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variable unset for the test, and as it was afterwards (make_client sets it)."""
+    monkeypatch.setenv(QUIET_RUN_LINKS_ENV, "placeholder")
+    monkeypatch.delenv(QUIET_RUN_LINKS_ENV)
+
+
 def test_job_ids_reads_finished_and_running_jobs_at_once() -> None:
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     done = study.ask()
@@ -39,7 +45,7 @@ def test_make_client_keeps_mlflow_from_printing_run_links(
     ends (`_log_url`); with the variable set it neither prints nor reads."""
     from mlflow.environment_variables import MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT
 
-    monkeypatch.setenv(QUIET_RUN_LINKS_ENV, "")  # unset; restored afterwards
+    _unset(monkeypatch)
     make_client("http://127.0.0.1:1")  # no request is made until the client is used
     assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.name == QUIET_RUN_LINKS_ENV
     assert MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT.get() is True
@@ -60,7 +66,7 @@ def test_set_terminated_on_a_server_reads_no_run_when_quiet(
     `get_run` only to print the link. Fails when MLflow changes it."""
     from mlflow.store.tracking.rest_store import RestStore
 
-    monkeypatch.setenv(QUIET_RUN_LINKS_ENV, "")  # unset; restored afterwards
+    _unset(monkeypatch)
     client = make_client("http://127.0.0.1:1")
     store = client._tracking_client.store
     assert isinstance(store, RestStore)

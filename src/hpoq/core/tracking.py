@@ -57,8 +57,7 @@ def make_client(uri: str) -> MlflowClient:
     MLflow's run links are not printed (QUIET_RUN_LINKS_ENV), unless a person set it."""
     from mlflow.tracking import MlflowClient
 
-    if not os.environ.get(QUIET_RUN_LINKS_ENV, "").strip():
-        os.environ[QUIET_RUN_LINKS_ENV] = "true"
+    os.environ.setdefault(QUIET_RUN_LINKS_ENV, "true")
 
     if uri.startswith("sqlite:///") and uri not in _initialised:
         database = Path(uri.removeprefix("sqlite:///"))
