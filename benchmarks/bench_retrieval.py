@@ -32,12 +32,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from common import postgres_database
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONES = ["alpha", "beta", "gamma", "delta"]
@@ -224,32 +225,6 @@ def bench_one(backend: str, uri: str, n_runs: int, repeats: int) -> dict[str, An
             row[f"{scope}_baseline_s"] = round(naive_s, 4)
             row[f"{scope}_speedup"] = round(naive_s / ours_s, 1)
         return row
-
-
-@contextmanager
-def postgres_database(server_url: str) -> Iterator[str | None]:
-    """A fresh database on the server, dropped afterwards; None when the server is unreachable."""
-    import psycopg
-
-    name = f"hpoq_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(
-            f"{server_url.rstrip('/')}/postgres", connect_timeout=3, autocommit=True
-        )
-    except psycopg.OperationalError as exc:
-        print(f"PostgreSQL skipped: {server_url} unreachable ({str(exc).strip()})")
-        yield None
-        return
-    try:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        yield f"{server_url.rstrip('/')}/{name}"
-    finally:
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-        for engine in list(SqlAlchemyStore._engine_map.values()):
-            engine.dispose()  # release pooled connections so the database can be dropped
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -105,6 +106,7 @@ def machine() -> dict[str, Any]:
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host_cpus": os.cpu_count(),
+        "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_1m": round(load1, 2),
         "load_5m": round(load5, 2),
         "python": platform.python_version(),
@@ -114,8 +116,8 @@ def machine() -> dict[str, Any]:
 
 def emit(
     name: str, figures: dict[str, Any], targets: dict[str, dict[str, Any]], **extra: Any
-) -> None:
-    """The last line of every script: one JSON document for machines."""
+) -> dict[str, Any]:
+    """The last line of every script: one JSON document for machines (also returned)."""
     doc = {
         "benchmark": name,
         "machine": machine(),
@@ -125,6 +127,7 @@ def emit(
         **extra,
     }
     print(json.dumps(doc, sort_keys=False, default=str), flush=True)
+    return doc
 
 
 def say(text: str) -> None:
@@ -180,15 +183,51 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def private_redis(directory: Path) -> Iterator[str]:
-    """A real redis-server on 127.0.0.1 for this run only (AOF on, as hpoq runs it)."""
+def private_redis_server(directory: Path) -> Iterator[Any]:
+    """A real redis-server on 127.0.0.1 for this run only (AOF on, as hpoq runs it): the
+    EmbeddedRedis, for its `url` and `pid`."""
     from hpoq.core.coordination.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(directory / "redis").start()
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def private_redis(directory: Path) -> Iterator[str]:
+    """The URL of a `private_redis_server`."""
+    with private_redis_server(directory) as server:
+        yield server.url
+
+
+@contextmanager
+def postgres_database(server_url: str, prefix: str = "hpoq_bench") -> Iterator[str | None]:
+    """A fresh database on the PostgreSQL server at `server_url`, dropped afterwards (its
+    connections ended); None when the server is unreachable."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect(
+            f"{server_url.rstrip('/')}/postgres", connect_timeout=3, autocommit=True
+        )
+    except psycopg.OperationalError as exc:
+        print(f"PostgreSQL skipped: {server_url} unreachable ({str(exc).strip()})")
+        yield None
+        return
+    try:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"{server_url.rstrip('/')}/{name}"
+    finally:
+        if "mlflow.store.tracking.sqlalchemy_store" in sys.modules:
+            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+            for engine in list(SqlAlchemyStore._engine_map.values()):
+                engine.dispose()  # release this process's pooled connections
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
 
 
 def clean_env(output: Path, redis_url: str, **extra: str) -> dict[str, str]:

@@ -142,14 +142,20 @@ def write_self_signed_cert(directory: Path) -> tuple[Path, Path]:
 
 
 class MlflowServer:
-    """`mlflow server` on 127.0.0.1 with a SQLite backend, serving artifacts from
-    `artifacts` (`--serve-artifacts --artifacts-destination`), as the compose service runs."""
+    """`mlflow server` on 127.0.0.1 serving artifacts from `artifacts`
+    (`--serve-artifacts --artifacts-destination`), as the compose service runs. Its backend
+    is a SQLite file in `directory` unless `backend_store_uri` names another (PostgreSQL in
+    benchmarks/bench_ceiling.py); `workers`: its web server's worker processes."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, backend_store_uri: str | None = None, workers: int = 1
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.artifacts = directory / "artifacts"
         self.uri = f"http://127.0.0.1:{self.port}"
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{directory / 'mlflow.db'}"
+        self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 240.0) -> MlflowServer:
@@ -166,9 +172,9 @@ class MlflowServer:
                 "--port",
                 str(self.port),
                 "--workers",
-                "1",
+                str(self.workers),
                 "--backend-store-uri",
-                f"sqlite:///{self.directory / 'mlflow.db'}",
+                self.backend_store_uri,
                 "--serve-artifacts",
                 "--artifacts-destination",
                 str(self.artifacts),
@@ -196,6 +202,10 @@ class MlflowServer:
 
     def log(self) -> str:
         return (self.directory / "server.log").read_text(errors="replace")
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

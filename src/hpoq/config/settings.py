@@ -11,7 +11,8 @@ expects; nothing has been started or written by then.
 
 Not read here, on purpose: the markers of hosted notebook platforms (`COLAB_GPU`, ...,
 see core/platform.py), `CUDA_VISIBLE_DEVICES` (CUDA's own, read by the GPU count) and
-MLflow's `MLFLOW_HTTP_REQUEST_*` (MLflow reads them; hpoq sets them, see core/retry.py).
+MLflow's `MLFLOW_HTTP_REQUEST_*` (MLflow reads them; hpoq sets them, see core/retry.py)
+and `MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT` (set by core/tracking.py's make_client).
 """
 
 from __future__ import annotations

@@ -85,20 +85,17 @@ def count_finished(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def finished_job_ids(study: optuna.Study) -> list[str]:
-    """Job ids of the finished trials (a trial without one, added by hand, gets its number)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    return [str(t.user_attrs.get(JOB_ID_ATTR, f"trial#{t.number}")) for t in trials]
-
-
-def running_job_ids(study: optuna.Study) -> list[str]:
-    """Job ids of the RUNNING trials that have one."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    return [str(t.user_attrs[JOB_ID_ATTR]) for t in trials if JOB_ID_ATTR in t.user_attrs]
+def job_ids(study: optuna.Study) -> tuple[list[str], list[str]]:
+    """Job ids of the finished trials (a trial without one, added by hand, gets its number)
+    and of the RUNNING trials that have one, from one read of the study's trials."""
+    finished: list[str] = []
+    running: list[str] = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.name in FINISHED_STATES:
+            finished.append(str(t.user_attrs.get(JOB_ID_ATTR, f"trial#{t.number}")))
+        elif t.state.name == "RUNNING" and JOB_ID_ATTR in t.user_attrs:
+            running.append(str(t.user_attrs[JOB_ID_ATTR]))
+    return finished, running
 
 
 def fail_trial(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> bool:

@@ -7,6 +7,7 @@ under the output directory. Imports mlflow lazily: the CLI stays fast.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,11 +45,19 @@ def artifact_root(layout: OutputLayout, uri: str) -> str | None:
 
 _initialised: set[str] = set()
 
+# MLflow's client prints a run's link whenever a run ends on a tracking server, and reads
+# the whole run (params, metrics, tags) from the server for it: one more request per trial,
+# the heaviest the server answers (benchmarks/bench_ceiling.py).
+QUIET_RUN_LINKS_ENV = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
+
 
 def make_client(uri: str) -> MlflowClient:
     """A client for `uri`. A SQLite store is created under a file lock: MLflow migrates the
-    schema on first open, and several processes migrating one file at once corrupt it."""
+    schema on first open, and several processes migrating one file at once corrupt it.
+    MLflow's run links are not printed (QUIET_RUN_LINKS_ENV), unless a person set it."""
     from mlflow.tracking import MlflowClient
+
+    os.environ.setdefault(QUIET_RUN_LINKS_ENV, "true")
 
     if uri.startswith("sqlite:///") and uri not in _initialised:
         database = Path(uri.removeprefix("sqlite:///"))

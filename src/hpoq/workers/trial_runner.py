@@ -41,9 +41,8 @@ from hpoq.core.objective import TrialContext, TrialMetrics, load_objective
 from hpoq.core.optuna_setup import (
     JOB_ID_ATTR,
     RUN_ID_ATTR,
-    finished_job_ids,
+    job_ids,
     open_variant_study,
-    running_job_ids,
 )
 from hpoq.core.paths import OutputLayout
 from hpoq.core.trial_record import TrialRecord, write_metrics_file
@@ -163,14 +162,11 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
     store = ctx.study_store(hpo.checkpoint)
     slot = _Slot(job, ctx, ref, study_key_hash(job.backbone, job.study_name), lease_seconds())
 
-    probe = open_variant_study(store, ref, hpo)
+    # One open and one read of the variant's trials serve the claim and the trial itself.
+    study = open_variant_study(store, ref, hpo)
+    finished, running = job_ids(study)
     claim = ctx.budget.claim(
-        slot.study_key,
-        job.job_id,
-        hpo.n_trials,
-        finished_job_ids(probe),
-        slot.lease_s,
-        running_job_ids(probe),
+        slot.study_key, job.job_id, hpo.n_trials, finished, slot.lease_s, running
     )
     if claim is Claim.ALREADY_DONE:
         return TrialOutcome("already_done", job.study_name)
@@ -178,7 +174,7 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
         raise InFlightElsewhere(f"job {job.job_id} is running on another worker")
     if claim is Claim.BUDGET_FULL:
         ctx.budget.mark_done(slot.study_key, job.job_id)
-        return TrialOutcome("budget_full", job.study_name, progress=slot.progress(probe))
+        return TrialOutcome("budget_full", job.study_name, progress=slot.progress(study))
 
     # The claim is kept alive from here to its release: a slow step (a storage lock a dead
     # process left behind, an MLflow retry) never lets it lapse while this worker lives.
@@ -191,14 +187,13 @@ def execute_trial(job: TrialJob, ctx: WorkerContext) -> TrialOutcome:
             beat.stop()
             ctx.budget.release(slot.study_key, job.job_id, counted=False)
             log.error("job %s: %s", job.job_id, reason)
-            progress = slot.progress(probe)
+            progress = slot.progress(study)
             return TrialOutcome("gave_up", job.study_name, error=reason, progress=progress)
         if not slot.heartbeat():  # taken by the reaper already: it sent the replacement
             beat.stop()
             return TrialOutcome("lost", job.study_name, error=LOST_CLAIM)
         try:
             # The sampler seeds each trial from (seed, variant, trial number): see trial_seeds.
-            study = open_variant_study(store, ref, hpo)
             study.pruner = _StopWhenLost(study.pruner, beat.lost)
             trial = study.ask()
         except BaseException:
