@@ -161,11 +161,11 @@ class Producer:
     def __init__(self, root: Path, output: Path, redis_url: str, trials: int):
         from hpoq.config.base import RunMode
         from hpoq.config.loader import load_experiment
+        from hpoq.core.celery_app import create_app
         from hpoq.core.coordination.connection import connect
+        from hpoq.core.coordination.keys import redis_keys
         from hpoq.core.job_inputs import prepare_inputs
         from hpoq.producer.submit import Submitter
-        from hpoq.workers.celery_app import create_app
-        from hpoq.workers.context import redis_keys
 
         experiment = load_experiment(
             experiment_file(
@@ -433,7 +433,7 @@ def measure(
     deadline: Deadline,
 ) -> tuple[list[dict[str, Any]], str]:
     """Start the workers, warm them up, then step the load up until it stops."""
-    from hpoq.workers.celery_app import create_app
+    from hpoq.core.celery_app import create_app
 
     output, records = tmp / "out", tmp / "records"
     records.mkdir(parents=True)

@@ -2,7 +2,7 @@
 
 Two workers on one private Redis, started together and measured in alternation (so load
 from elsewhere falls on both alike), each one process (prefork, concurrency 1):
-- hpoq: a no-op task on an app from `hpoq.workers.celery_app.create_app` (hpoq's settings:
+- hpoq: a no-op task on an app from `hpoq.core.celery_app.create_app` (hpoq's settings:
   task events, the STARTED state and extended results off; acks_late, prefetch 1), started
   with `hpoq worker`'s own command line (no `--task-events`); the task validates a real
   TrialJob payload with `parse_job` (benchmarks/noop_hpoq.py);
@@ -218,10 +218,10 @@ def submit_rate(root: Path, redis_url: str, count: int) -> dict[str, float]:
     worker of this script reads."""
     from common import runtime_for
     from hpoq.config.loader import load_experiment
+    from hpoq.core.celery_app import create_app
     from hpoq.core.coordination.connection import connect
+    from hpoq.core.coordination.keys import redis_keys
     from hpoq.producer.submit import Submitter
-    from hpoq.workers.celery_app import create_app
-    from hpoq.workers.context import redis_keys
 
     experiment = load_experiment(experiment_file(root, name="submit", n_trials=count))
     runtime = runtime_for(root / "out")

@@ -64,10 +64,10 @@ class World:
     """The producer side of one output directory: services, a submitter, a dispatcher."""
 
     def __init__(self, output: Path, redis_url: str) -> None:
+        from hpoq.core.celery_app import create_app
         from hpoq.core.coordination.connection import connect
+        from hpoq.core.coordination.keys import redis_keys
         from hpoq.producer.services import Services
-        from hpoq.workers.celery_app import create_app
-        from hpoq.workers.context import redis_keys
 
         self.runtime = runtime_for(output)
         self.redis = connect(redis_url)

@@ -102,7 +102,7 @@ def maps_torch(pid: int) -> bool:
 
 def idle_worker(deadline: Deadline) -> dict[str, Any]:
     with temp_dir("memory") as tmp, private_redis(tmp) as redis_url:
-        from hpoq.workers.celery_app import create_app
+        from hpoq.core.celery_app import create_app
 
         env = clean_env(tmp / "out", redis_url)
         control = create_app(redis_url)

@@ -64,12 +64,12 @@ def one_round(root: Path, lease_s: float, deadline: Deadline) -> dict[str, float
     from tests.integration.crashing import MARKERS_ENV
 
     from hpoq.config.loader import load_experiment
+    from hpoq.core.celery_app import create_app
+    from hpoq.core.coordination.keys import redis_keys
     from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
     from hpoq.core.tracking import make_client
     from hpoq.core.variants import VariantRef
     from hpoq.producer.submit import Submitter
-    from hpoq.workers.celery_app import create_app
-    from hpoq.workers.context import redis_keys
 
     with private_redis(root) as redis_url:
         output, markers = root / "out", root / "markers"

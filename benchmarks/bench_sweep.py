@@ -69,10 +69,10 @@ def durations(jobs: int, longest: float, shortest: float) -> list[float]:
 def submit(root: Path, output: Path, redis_url: str, name: str, n_trials: int) -> float:
     """`hpoq submit` of one variant of backbone `name`; returns the wall time it began."""
     from hpoq.config.loader import load_experiment
+    from hpoq.core.celery_app import create_app
     from hpoq.core.coordination.connection import connect
+    from hpoq.core.coordination.keys import redis_keys
     from hpoq.producer.submit import Submitter
-    from hpoq.workers.celery_app import create_app
-    from hpoq.workers.context import redis_keys
 
     experiment = load_experiment(
         experiment_file(
@@ -197,7 +197,7 @@ def one_sweep(
     root: Path, redis_url: str, plan: list[float], workers: int, deadline: Deadline
 ) -> tuple[list[dict[str, Any]], float, set[int]]:
     """Start the workers, warm them up, submit the sweep, wait for its last job."""
-    from hpoq.workers.celery_app import create_app
+    from hpoq.core.celery_app import create_app
 
     output, records = root / "out", root / "records"
     records.mkdir(parents=True)

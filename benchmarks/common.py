@@ -221,11 +221,7 @@ def postgres_database(server_url: str, prefix: str = "hpoq_bench") -> Iterator[s
         admin.execute(f'CREATE DATABASE "{name}"')
         yield f"{server_url.rstrip('/')}/{name}"
     finally:
-        if "mlflow.store.tracking.sqlalchemy_store" in sys.modules:
-            from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-            for engine in list(SqlAlchemyStore._engine_map.values()):
-                engine.dispose()  # release this process's pooled connections
+        # WITH (FORCE) ends every session still on it, this process's pooled ones too.
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 

@@ -12,8 +12,8 @@ import os
 import time
 from typing import Any
 
+from hpoq.core.celery_app import create_app
 from hpoq.core.jobs import TrialJob, parse_job
-from hpoq.workers.celery_app import create_app
 
 NOOP_TASK = "bench.hpoq_noop"
 CONF_ENV = "HPOQ_BENCH_CONF"

@@ -645,7 +645,7 @@ def start_worker(
 
 def wait_ready(redis_url: str, procs: list[Process], deadline: Deadline) -> list[str]:
     """Names of the workers answering a broadcast ping."""
-    from hpoq.workers.celery_app import create_app
+    from hpoq.core.celery_app import create_app
 
     app = create_app(redis_url)
     try:

@@ -116,3 +116,30 @@ def test_probe_detects_an_import() -> None:
     heavy = json.loads(proc.stdout.rsplit("@@", 1)[1])["heavy"]
     assert "typer" in heavy
     assert "rich" in heavy
+
+
+def test_the_producer_and_core_import_nothing_from_the_workers() -> None:
+    """What producer and workers share lives in hpoq.core (the Celery app, the Redis keys):
+    no module outside hpoq.workers imports from it (worker code is named as strings only,
+    for Celery to load inside a worker)."""
+    import ast
+
+    src = REPO / "src" / "hpoq"
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        if path.is_relative_to(src / "workers"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(src)}:{node.lineno} {name}"
+                for name in names
+                if name == "hpoq.workers" or name.startswith("hpoq.workers.")
+            ]
+    assert offenders == []

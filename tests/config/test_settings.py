@@ -286,7 +286,7 @@ def test_a_bad_value_never_shows_a_password(monkeypatch: pytest.MonkeyPatch) -> 
 def test_the_functions_other_modules_call_read_the_settings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from hpoq.workers.celery_app import visibility_timeout_s
+    from hpoq.core.celery_app import visibility_timeout_s
     from hpoq.workers.context import lease_seconds
     from hpoq.workers.deliveries import max_deliveries
 

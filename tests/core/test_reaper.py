@@ -14,7 +14,9 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
 from hpoq.core.coordination.active_variants import ActiveVariants
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.jobs import TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, BenchmarkJob, TrialJob, parse_job
@@ -26,8 +28,7 @@ from hpoq.core.trial_tracking import start_trial_run
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import Submitter
 from hpoq.workers.benchmark_job import execute_benchmark
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import WorkerContext, redis_keys
+from hpoq.workers.context import WorkerContext
 from hpoq.workers.trial_runner import execute_trial
 from tests.factories import make_experiment
 from tests.queue_messages import drain

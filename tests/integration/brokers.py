@@ -26,8 +26,8 @@ import redis
 from celery import Celery
 from kombu import Connection  # type: ignore[attr-defined]
 
+from hpoq.core.celery_app import create_app, is_amqp
 from hpoq.core.jobs import JOB_QUEUES
-from hpoq.workers.celery_app import create_app, is_amqp
 
 AMQP_SERVER = os.environ.get("HPOQ_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672")
 MANAGEMENT_PORT = 15672

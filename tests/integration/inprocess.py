@@ -15,13 +15,14 @@ from mlflow.exceptions import MlflowException
 
 from hpoq.config.experiment import Experiment
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.jobs import BenchmarkJob, TrialJob, parse_job
 from hpoq.core.runtime import Runtime
 from hpoq.producer.benchmark import benchmark_experiment
 from hpoq.producer.services import Services
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import WorkerContext, redis_keys
+from hpoq.workers.context import WorkerContext
 from tests.queue_messages import drain
 
 

@@ -15,11 +15,11 @@ import optuna
 import redis
 
 from hpoq.config.experiment import Experiment
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.core.variants import VariantRef
-from hpoq.workers.context import redis_keys
 
 State = optuna.trial.TrialState
 REPO_ROOT = Path(__file__).resolve().parents[2]

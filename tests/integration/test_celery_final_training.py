@@ -18,12 +18,12 @@ import yaml
 from hpoq.config.hpo import BUILTIN_OBJECTIVE
 from hpoq.config.loader import load_experiment
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
 from hpoq.core.content_store import CHECKPOINT_ARTIFACT_PATH, digest_tag
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import write_experiment
 from tests.integration.cluster import cluster_env, wait_for, workers
 

@@ -10,14 +10,14 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL, TrialJob
 from hpoq.core.optuna_setup import RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import make_experiment
 from tests.integration.cluster import cluster_env, wait_for, workers
 

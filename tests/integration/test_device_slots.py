@@ -13,12 +13,12 @@ import redis
 
 from hpoq.config.experiment import Experiment
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.runtime import Runtime
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import make_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for
 from tests.integration.device_probes import OOM_ENV, RECORD_ENV, SECONDS_ENV, read_records

@@ -13,10 +13,10 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from hpoq.workers.deliveries import root_job_id
 from tests.factories import make_experiment, write_experiment
 from tests.integration.brokers import Broker

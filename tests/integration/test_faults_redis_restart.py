@@ -11,15 +11,15 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
 from hpoq.core.coordination.embedded import EmbeddedRedis
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.coordination.leases import BenchmarkLeases, key_hash
 from hpoq.core.coordination.variant_counter import VariantCounter
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import make_experiment, write_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for, workers
 from tests.integration.probes import (

@@ -24,13 +24,13 @@ from kombu import Connection  # type: ignore[attr-defined]
 
 from hpoq.config.settings import Settings
 from hpoq.core.benchmark_index import read_cache
+from hpoq.core.celery_app import create_app
 from hpoq.core.coordination.active_variants import ActiveVariants
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import make_experiment
 from tests.integration.cluster import Worker, cluster_env, wait_for, workers
 from tests.integration.crashing import MARKERS_ENV

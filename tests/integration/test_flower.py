@@ -21,11 +21,11 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
+from hpoq.core.celery_app import create_app
 from hpoq.core.coordination.embedded import free_port
 from hpoq.core.jobs import TASK_RUN_BENCHMARK, TASK_RUN_TRIAL
 from hpoq.errors import JobFailed
 from hpoq.producer.cli import app
-from hpoq.workers.celery_app import create_app
 from tests.factories import write_experiment
 from tests.integration.cluster import cluster_env, wait_for, workers
 from tests.integration.failing import ERROR

@@ -12,12 +12,13 @@ import redis
 
 from hpoq.config.experiment import Experiment
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.jobs import TrialJob
 from hpoq.core.runtime import Runtime
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import SubmitResult, Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import WorkerContext, redis_keys
+from hpoq.workers.context import WorkerContext
 from hpoq.workers.trial_runner import execute_trial
 from tests.factories import make_experiment
 from tests.integration.cluster import cluster_env, wait_for, workers

@@ -21,13 +21,13 @@ import redis
 
 from hpoq.config.loader import load_experiment
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.embedded import free_port
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, TrialJob
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.errors import ServiceError
-from hpoq.workers.celery_app import create_app
 from tests.factories import (
     benchmark_job,
     make_experiment,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import redis
 
+from hpoq.core.celery_app import create_app
 from hpoq.errors import JobFailed
 from hpoq.producer.commands.benchmark_cmd import failed_benchmarks
 from hpoq.producer.follow import wait_for_jobs
-from hpoq.workers.celery_app import create_app
 
 
 def test_failed_jobs_are_reported_with_their_error_text(

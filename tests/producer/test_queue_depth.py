@@ -8,10 +8,10 @@ import re
 import pytest
 import redis
 
+from hpoq.core.celery_app import create_app
 from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_TRIAL
 from hpoq.errors import ServiceError
 from hpoq.producer.queue_depth import queue_lengths
-from hpoq.workers.celery_app import create_app
 
 QUEUES = JOB_QUEUES
 

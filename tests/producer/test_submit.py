@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.runtime import Runtime
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import redis_keys
 from tests.factories import make_experiment, seed_mlflow_store, write_experiment
 
 _TEMPLATE: list[Path] = []

@@ -13,10 +13,10 @@ import redis
 from kombu import Connection, Queue  # type: ignore[attr-defined]
 from kombu.transport import pyamqp
 
+from hpoq.core.celery_app import DEAD_LETTERS_OPTION, SCREENING_AMQP_TRANSPORTS, create_app
 from hpoq.core.coordination.dead_letters import DeadLetters
 from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, QUEUE_TRAIN, TASK_RUN_TRIAL
 from hpoq.workers.amqp_transport import Channel, SSLTransport, Transport
-from hpoq.workers.celery_app import DEAD_LETTERS_OPTION, SCREENING_AMQP_TRANSPORTS, create_app
 from hpoq.workers.message_screen import screen_delivery
 from tests.queue_messages import amqp_poison_messages
 

@@ -11,14 +11,15 @@ import redis
 
 from hpoq.config.settings import Settings
 from hpoq.core.benchmark_index import read_cache
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.jobs import BenchmarkJob, TrialJob, parse_job
 from hpoq.core.runtime import Runtime
 from hpoq.producer.benchmark import benchmark_experiment, retry_failed
 from hpoq.producer.services import Services
 from hpoq.producer.submit import Submitter
 from hpoq.workers.benchmark_job import execute_benchmark
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import WorkerContext, redis_keys
+from hpoq.workers.context import WorkerContext
 from hpoq.workers.trial_runner import execute_trial
 from tests.factories import make_experiment
 from tests.queue_messages import drain

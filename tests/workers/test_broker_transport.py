@@ -11,10 +11,10 @@ import redis
 from kombu import Connection, Queue  # type: ignore[attr-defined]
 from kombu.transport import redis as kombu_redis
 
+from hpoq.core.celery_app import SCREENING_TRANSPORT, create_app
 from hpoq.core.coordination.dead_letters import DeadLetters
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL
 from hpoq.workers.broker_transport import TRANSPORT, Channel
-from hpoq.workers.celery_app import SCREENING_TRANSPORT, create_app
 from tests.queue_messages import poison_messages, raw_messages
 
 LEFT_TO_CELERY = {"unknown task", "pickled content"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
+from hpoq.core.celery_app import create_app
 from hpoq.core.jobs import QUEUE_HPO, TASK_RUN_TRIAL
-from hpoq.workers.celery_app import create_app
 from hpoq.workers.message_screen import screen
 from tests.queue_messages import poison_messages, raw_messages
 

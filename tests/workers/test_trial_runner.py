@@ -11,14 +11,15 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
+from hpoq.core.celery_app import create_app
+from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.fingerprints import study_key_hash, trial_key_hash
 from hpoq.core.jobs import TrialJob
 from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.core.variants import VariantRef
 from hpoq.producer.submit import Submitter
-from hpoq.workers.celery_app import create_app
-from hpoq.workers.context import WorkerContext, redis_keys
+from hpoq.workers.context import WorkerContext
 from hpoq.workers.trial_runner import InFlightElsewhere, execute_trial
 from tests.factories import make_experiment
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from hpoq.core.celery_app import is_amqp
 from hpoq.core.coordination.connection import connect
 from hpoq.errors import ServiceError
 from hpoq.redaction import redact_url
-from hpoq.workers.celery_app import is_amqp
 
 if TYPE_CHECKING:
     import redis

@@ -53,8 +53,8 @@ def open_services(
     runtime's settings are already parsed, so a bad environment value has stopped the
     command before anything starts."""
     quiet_libraries()
-    from hpoq.workers.celery_app import create_app
-    from hpoq.workers.context import redis_keys
+    from hpoq.core.celery_app import create_app
+    from hpoq.core.coordination.keys import redis_keys
 
     url, embedded = resolve_redis_url(runtime, start=start_embedded, owned=owned, snapshot=snapshot)
     try:

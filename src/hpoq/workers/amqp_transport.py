@@ -32,8 +32,8 @@ from typing import Any
 
 from kombu.transport import pyamqp
 
+from hpoq.core.celery_app import DEAD_LETTERS_OPTION
 from hpoq.core.jobs import JOB_QUEUES
-from hpoq.workers.celery_app import DEAD_LETTERS_OPTION
 from hpoq.workers.dead_letter_signals import record
 from hpoq.workers.message_screen import screen_delivery
 

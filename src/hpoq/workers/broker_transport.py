@@ -25,8 +25,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from hpoq.core.celery_app import DEAD_LETTERS_OPTION
 from hpoq.core.coordination.dead_letters import DeadLetters
-from hpoq.workers.celery_app import DEAD_LETTERS_OPTION
 from hpoq.workers.dead_letter_signals import record
 from hpoq.workers.message_screen import screen
 

@@ -13,7 +13,7 @@ import redis
 from hpoq.config.settings import load_settings
 from hpoq.core.coordination.budget import TrialBudget
 from hpoq.core.coordination.connection import connect
-from hpoq.core.coordination.keys import RedisKeys, namespace_for
+from hpoq.core.coordination.keys import RedisKeys, redis_keys
 from hpoq.core.runtime import Runtime
 from hpoq.core.studies import StudyStore
 
@@ -33,20 +33,6 @@ def lease_seconds() -> float:
     """HPOQ_LEASE_SECONDS (default 60): a claim lapses this long after its last
     heartbeat; heartbeats come 3 times per lease."""
     return load_settings().lease_seconds
-
-
-def storage_identity(runtime: Runtime) -> str:
-    """What makes two processes share studies: the shared storage URL, else the output dir."""
-    shared = runtime.settings.optuna_storage
-    if shared is not None:
-        from hpoq.redaction import redact_url
-
-        return redact_url(shared.get_secret_value())
-    return f"{runtime.layout.root}/{runtime.layout.platform}"
-
-
-def redis_keys(runtime: Runtime) -> RedisKeys:
-    return RedisKeys(namespace_for(storage_identity(runtime)))
 
 
 @dataclass

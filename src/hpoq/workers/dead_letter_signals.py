@@ -16,9 +16,9 @@ from typing import Any
 
 from celery.signals import task_rejected, task_unknown
 
+from hpoq.core.celery_app import coordination_url
 from hpoq.core.coordination.connection import connect
 from hpoq.core.coordination.dead_letters import DeadLetters
-from hpoq.workers.celery_app import coordination_url
 
 log = logging.getLogger(__name__)
 _clients: dict[str, DeadLetters] = {}

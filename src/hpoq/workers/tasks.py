@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
 
+from hpoq.core.celery_app import coordination_url
 from hpoq.core.jobs import (
     TASK_RUN_BENCHMARK,
     TASK_RUN_FINAL_TRAINING,
@@ -31,7 +32,6 @@ from hpoq.core.jobs import (
 from hpoq.errors import InputError, JobFailed, JobRejected
 from hpoq.workers import dead_letter_signals
 from hpoq.workers.accelerator_memory import freeze_loaded_objects, release_accelerator_memory
-from hpoq.workers.celery_app import coordination_url
 from hpoq.workers.context import WorkerContext
 
 log = logging.getLogger(__name__)

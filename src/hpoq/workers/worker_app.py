@@ -8,8 +8,8 @@ importing the factory never connects anywhere.
 
 from __future__ import annotations
 
+from hpoq.core.celery_app import create_app
 from hpoq.core.retry import MlflowHttpPolicy, use_mlflow_http_policy
-from hpoq.workers.celery_app import create_app
 
 
 def _redis_url() -> str:

@@ -14,8 +14,12 @@ Keys that hpoq does not build, listed so that nothing in Redis goes unexplained:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hpoq.core.fingerprints import fingerprint
+
+if TYPE_CHECKING:
+    from hpoq.core.runtime import Runtime
 
 DAY_S = 24 * 3600
 # Budget and job bookkeeping lives as long as a sweep may plausibly be resumed.
@@ -42,6 +46,21 @@ KEYS_WITHOUT_TTL = ("variant-counter", "failed-benchmarks", "bench-fence")
 def namespace_for(storage_identity: str) -> str:
     """Short namespace from what identifies the study storage (URL or output directory)."""
     return fingerprint({"storage": storage_identity}, length=12)
+
+
+def storage_identity(runtime: Runtime) -> str:
+    """What makes two processes share studies: the shared storage URL, else the output dir."""
+    shared = runtime.settings.optuna_storage
+    if shared is not None:
+        from hpoq.redaction import redact_url
+
+        return redact_url(shared.get_secret_value())
+    return f"{runtime.layout.root}/{runtime.layout.platform}"
+
+
+def redis_keys(runtime: Runtime) -> RedisKeys:
+    """The keys of the deployment `runtime` belongs to (producer and workers alike)."""
+    return RedisKeys(namespace_for(storage_identity(runtime)))
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import pytest
 
-from hpoq.workers.celery_app import create_app, restore_interval_s
+from hpoq.core.celery_app import create_app, restore_interval_s
 
 
 def test_json_only_late_acks_one_job_at_a_time() -> None:
@@ -41,3 +42,22 @@ def test_rediss_checks_the_certificate_unless_told_otherwise() -> None:
     conf = create_app("rediss://h:6380/0").conf
     assert conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
     assert not create_app("rediss://h:6380/0?ssl_cert_reqs=none").conf.broker_use_ssl
+
+
+def test_amqps_checks_the_certificate_and_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kombu.transport.pyamqp import SSLTransport
+
+    app = create_app("redis://h:6379/0", broker="amqps://u:p@rabbit.example:5671/hpoq")
+    assert app.conf.broker_use_ssl == {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+    # What kombu hands py-amqp on connecting: the URL's host name to check.
+    given: dict[str, Any] = {}
+
+    def connection(**options: Any) -> None:
+        given.update(options)
+        raise ConnectionRefusedError("not connecting in a unit test")
+
+    monkeypatch.setattr(SSLTransport, "Connection", staticmethod(connection))
+    with app.connection_for_write() as conn, pytest.raises(ConnectionRefusedError):
+        conn.transport.establish_connection()
+    assert given["ssl"] == {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": "rabbit.example"}
+    assert not create_app("redis://h:6379/0", broker="amqp://u:p@r:5672//").conf.broker_use_ssl

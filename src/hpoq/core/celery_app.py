@@ -81,6 +81,14 @@ def _tls_defaults(redis_url: str) -> dict[str, int] | None:
     return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
+def _amqps_defaults(broker: str) -> dict[str, Any] | None:
+    """An amqps:// broker's certificate checks: the chain and the host name. py-amqp checks
+    the host name only when given one; kombu fills `server_hostname: None` with the URL's."""
+    if broker_scheme(broker) != "amqps":
+        return None
+    return {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None}
+
+
 def broker_scheme(url: str) -> str:
     return url.partition("://")[0].lower()
 
@@ -163,7 +171,7 @@ def create_app(redis_url: str, *, consumer: bool = False, broker: str | None = N
     tls = _tls_defaults(redis_url)
     if tls is not None:
         app.conf.redis_backend_use_ssl = tls
-    broker_tls = _tls_defaults(broker)
+    broker_tls = _amqps_defaults(broker) if is_amqp(broker) else _tls_defaults(broker)
     if broker_tls is not None:
         app.conf.broker_use_ssl = broker_tls
     return app
