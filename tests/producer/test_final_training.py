@@ -162,10 +162,10 @@ def test_a_running_training_is_in_flight_while_its_worker_beats_and_lost_after(
     worker_reports(services, first, "running")
     field = entry_field("tiny", first.spec_fp, first.exec_fp)
     registry = FinalRegistry(services.redis, KEYS)
-    registry.keep_alive(field, "final-1@host:1", 60)
+    assert registry.acquire(field, "final-1@host:1", 60)
     running = [finished(first, status="RUNNING")]
     assert decide(p, running).action == "in_flight"
-    registry.let_go(field)  # what a lapsed heartbeat leaves
+    registry.release(field, "final-1@host:1")  # what a lapsed heartbeat leaves
     lost = decide(p, running)
     assert (lost.action, lost.variant) == ("continued", 1)
     assert len(services.celery.sent) == 2
