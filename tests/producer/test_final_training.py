@@ -50,7 +50,15 @@ class Sender:
 @pytest.fixture
 def services(tmp_path: Path, any_redis: redis.Redis) -> SimpleNamespace:
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
-    return SimpleNamespace(redis=any_redis, keys=KEYS, runtime=runtime, celery=Sender())
+    from hpoq.core.tracking import make_client
+
+    return SimpleNamespace(
+        redis=any_redis,
+        keys=KEYS,
+        runtime=runtime,
+        celery=Sender(),
+        mlflow=lambda: make_client(runtime.mlflow_uri()),
+    )
 
 
 def planner(tmp_path: Path, services: SimpleNamespace, mode: RunMode, seed: int = 0) -> _Planner:

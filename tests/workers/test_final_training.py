@@ -91,6 +91,10 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     [bench] = world.queued_benchmarks()
     assert (bench.study_name, bench.run_id) == ("final_tiny", trained.run_id)
     assert train_final(world.experiment, world.services).job_ids == []  # reused
+    registry.put(field, "failed", again.model_dump_json(), error="a late word")
+    assert retry_failed_final(world.services, world.experiment).items == []  # trained already
+    entry = registry.get(field)
+    assert entry is not None and entry.state == "finished"
     [model] = retrieve_final_models(world.experiment, world.runtime)
     assert (model["name"], model["run_id"]) == ("final_tiny", trained.run_id)
     assert model["checkpoint"]["digest"] and "test.macro-f1" in model["metrics"]

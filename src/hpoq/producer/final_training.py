@@ -49,6 +49,7 @@ from hpoq.producer.submit import select_backbones
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+    from redis.lock import Lock
 
 log = logging.getLogger(__name__)
 PLAN_LOCK_TIMEOUT_S = 60
@@ -197,13 +198,8 @@ class _Planner:
         backbone = self.experiment.hpo.backbone(best.backbone)
         spec_fp = final_spec_fingerprint(backbone, params, self.experiment.data, self.final)
         epochs = self.final.epochs or int(params.get("epochs", DEFAULT_EPOCHS))
-        lock = self.services.redis.lock(
-            self.services.keys.final_plan_lock(best.backbone),
-            timeout=PLAN_LOCK_TIMEOUT_S,
-            blocking_timeout=PLAN_LOCK_TIMEOUT_S,
-        )
         items = []
-        with lock:
+        with plan_lock(self.services, best.backbone):
             runs = final_runs(self.client, self.experiment, best.backbone)
             for seed in self.final.seeds:
                 exec_fp = final_exec_fingerprint(seed=seed, **self.environment)
@@ -298,6 +294,16 @@ class _Planner:
         send_final_job(self.services, self.registry, key, job)
 
 
+def plan_lock(services: Services, backbone: str) -> Lock:
+    """The backbone's plan lock: one producer at a time decides its final trainings."""
+    lock: Lock = services.redis.lock(
+        services.keys.final_plan_lock(backbone),
+        timeout=PLAN_LOCK_TIMEOUT_S,
+        blocking_timeout=PLAN_LOCK_TIMEOUT_S,
+    )
+    return lock
+
+
 def send_final_job(
     services: Services, registry: FinalRegistry, key: str, job: FinalTrainingJob
 ) -> None:
@@ -339,26 +345,50 @@ def failed_final_jobs(
 
 def retry_failed_final(services: Services, experiment: Experiment | None = None) -> FinalPlan:
     """Send again every final training whose latest attempt failed (same variant, new job
-    id); one that finished since is left alone."""
+    id). Each is looked at again under its backbone's plan lock: one sent or finished since
+    (a concurrent plan or retry, a late worker) is left alone."""
     registry = FinalRegistry(services.redis, services.keys)
     plan = FinalPlan()
+    by_backbone: dict[str, list[FinalTrainingJob]] = {}
     for job, _ in failed_final_jobs(services, experiment):
-        again = job.model_copy(update={"job_id": new_job_id("final")})
-        send_final_job(
-            services, registry, entry_field(job.backbone, job.spec_fp, job.exec_fp), again
-        )
-        plan.items.append(
-            FinalPlanItem(
-                backbone=job.backbone,
-                name=job.study_name,
-                variant=job.variant,
-                seed=job.seed,
-                action="retried",
-                spec_fp=job.spec_fp,
-                exec_fp=job.exec_fp,
-                source_study_name=job.source_study_name,
-                source_trial_number=job.source_trial_number,
-                job_id=again.job_id,
-            )
-        )
+        by_backbone.setdefault(job.backbone, []).append(job)
+    if not by_backbone:
+        return plan
+    client = services.mlflow()
+    for backbone, jobs in sorted(by_backbone.items()):
+        with plan_lock(services, backbone):
+            finished: set[str] = set()
+            for experiment_of in {j.experiment.name: j.experiment for j in jobs}.values():
+                finished |= {
+                    r.name for r in final_runs(client, experiment_of, backbone, status="FINISHED")
+                }
+            for job in jobs:
+                key = entry_field(job.backbone, job.spec_fp, job.exec_fp)
+                entry = registry.get(key)
+                current = _job_of(entry.job) if entry is not None else None
+                if entry is None or entry.state != "failed" or current is None:
+                    continue
+                if current.job_id != job.job_id:
+                    continue  # sent again, or its worker's word changed, since it was listed
+                if job.study_name in finished:  # trained by another delivery meanwhile
+                    registry.put(key, "finished", entry.job)
+                    continue
+                again = job.model_copy(update={"job_id": new_job_id("final")})
+                send_final_job(services, registry, key, again)
+                plan.items.append(_retried(job, again.job_id))
     return plan
+
+
+def _retried(job: FinalTrainingJob, job_id: str) -> FinalPlanItem:
+    return FinalPlanItem(
+        backbone=job.backbone,
+        name=job.study_name,
+        variant=job.variant,
+        seed=job.seed,
+        action="retried",
+        spec_fp=job.spec_fp,
+        exec_fp=job.exec_fp,
+        source_study_name=job.source_study_name,
+        source_trial_number=job.source_trial_number,
+        job_id=job_id,
+    )
