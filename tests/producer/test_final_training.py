@@ -177,3 +177,28 @@ def test_a_running_training_is_in_flight_while_its_worker_beats_and_lost_after(
     lost = decide(p, running)
     assert (lost.action, lost.variant) == ("continued", 1)
     assert len(services.celery.sent) == 2
+
+
+def test_planned_trainings_read_lost_running_and_failed_in_one_place(
+    tmp_path: Path, services: SimpleNamespace
+) -> None:
+    from hpoq.core.final_trainings import planned_finals
+    from hpoq.producer.final_training import failed_final_jobs
+
+    p = planner(tmp_path, services, RunMode.REUSE_IF_EXISTS)
+    first = decide(p, [])
+    [queued] = planned_finals(services.redis, KEYS)
+    assert (queued.state, queued.job.job_id) == ("queued", first.job_id)
+    worker_reports(services, first, "running")
+    field = entry_field("tiny", first.spec_fp, first.exec_fp)
+    assert [f.state for f in planned_finals(services.redis, KEYS)] == ["lost"]
+    registry = FinalRegistry(services.redis, KEYS)
+    assert registry.acquire(field, "final-1@host:1", 60)
+    assert [f.state for f in planned_finals(services.redis, KEYS, fields={field})] == ["running"]
+    assert planned_finals(services.redis, KEYS, "another-experiment") == []
+    assert planned_finals(services.redis, KEYS, fields={"other:x:y"}) == []
+    FinalRegistry(services.redis, KEYS).put(
+        field, "failed", services.celery.sent[-1].model_dump_json(), error="boom"
+    )
+    [(job, error)] = failed_final_jobs(services)  # type: ignore[arg-type]
+    assert (job.job_id, error) == (first.job_id, "boom")

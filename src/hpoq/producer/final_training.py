@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.final_training import FinalTrainingConfig
@@ -31,6 +29,7 @@ from hpoq.config.run_mode import get_final_training_run_mode
 from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.coordination.variant_counter import VariantCounter
 from hpoq.core.final_runs import FinalRun, final_runs, highest_known_final_variant
+from hpoq.core.final_trainings import job_of, planned_finals
 from hpoq.core.fingerprints import final_exec_fingerprint, final_spec_fingerprint
 from hpoq.core.job_inputs import content_store, prepare_inputs, publish_inputs
 from hpoq.core.jobs import (
@@ -219,7 +218,7 @@ class _Planner:
     ) -> FinalPlanItem:
         key = entry_field(best.backbone, spec_fp, exec_fp)
         entry = self.registry.get(key)
-        queued = _job_of(entry.job) if entry is not None else None
+        queued = job_of(entry.job) if entry is not None else None
         matching = [r for r in runs if r.spec_fp == spec_fp and r.exec_fp == exec_fp]
         latest = max((r.variant for r in matching), default=0)
         if queued is not None:
@@ -321,26 +320,16 @@ def send_final_job(
     log.info("enqueued final training %s (seed %d)", job.study_name, job.seed)
 
 
-def _job_of(raw: str) -> FinalTrainingJob | None:
-    try:
-        return FinalTrainingJob.model_validate_json(raw)
-    except ValidationError:
-        return None
-
-
 def failed_final_jobs(
     services: Services, experiment: Experiment | None = None
 ) -> list[tuple[FinalTrainingJob, str | None]]:
     """Final trainings (of `experiment`) whose latest attempt failed, with their errors."""
-    found = []
-    for entry in FinalRegistry(services.redis, services.keys).all():
-        if entry.state != "failed":
-            continue
-        job = _job_of(entry.job)
-        if job is None or (experiment is not None and job.experiment.name != experiment.name):
-            continue
-        found.append((job, entry.error))
-    return found
+    name = experiment.name if experiment is not None else None
+    return [
+        (p.job, p.error)
+        for p in planned_finals(services.redis, services.keys, name)
+        if p.state == "failed"
+    ]
 
 
 def retry_failed_final(services: Services, experiment: Experiment | None = None) -> FinalPlan:
@@ -365,7 +354,7 @@ def retry_failed_final(services: Services, experiment: Experiment | None = None)
             for job in jobs:
                 key = entry_field(job.backbone, job.spec_fp, job.exec_fp)
                 entry = registry.get(key)
-                current = _job_of(entry.job) if entry is not None else None
+                current = job_of(entry.job) if entry is not None else None
                 if entry is None or entry.state != "failed" or current is None:
                     continue
                 if current.job_id != job.job_id:

@@ -332,3 +332,12 @@ def record_final_failure(job: FinalTrainingJob, ctx: WorkerContext, error: str) 
     FinalRegistry(ctx.redis, ctx.keys).put_if_job(
         field, job.job_id, "failed", job.model_dump_json(), error=error
     )
+
+
+def record_rejected_final(ctx: WorkerContext, job_id: str, error: str) -> None:
+    """A job refused before it ran (a malformed payload): its entry, found by job id, is
+    marked failed, so nobody waits on a job that will never run."""
+    try:
+        FinalRegistry(ctx.redis, ctx.keys).fail_job(job_id, error)
+    except Exception as exc:  # bookkeeping never hides the rejection itself
+        log.warning("could not mark the rejected final training %s failed: %s", job_id, exc)

@@ -130,13 +130,25 @@ class FinalRegistry:
             self._put_if_job(keys=[self._key], args=[field, job_id, value, BOOKKEEPING_TTL_S])
         )
 
+    def fail_job(self, job_id: str, error: str) -> bool:
+        """Mark the entry holding job `job_id` failed (a job refused before it ran, whose
+        payload names no entry); False when no entry holds it any more."""
+        for entry in self.all():
+            if entry.job_id == job_id:
+                return self.put_if_job(entry.field, job_id, "failed", entry.job, error)
+        return False
 
-def _encode(state: State, job: str, error: str | None) -> str:
+
+def _job_id_of(job: str) -> str | None:
     try:
         job_id = json.loads(job).get("job_id")
     except (ValueError, AttributeError):
-        job_id = None
-    return json.dumps({"state": state, "job": job, "error": error, "job_id": job_id})
+        return None
+    return None if job_id is None else str(job_id)
+
+
+def _encode(state: State, job: str, error: str | None) -> str:
+    return json.dumps({"state": state, "job": job, "error": error, "job_id": _job_id_of(job)})
 
 
 def _decode(field: str, raw: bytes | str) -> FinalEntry | None:
