@@ -67,6 +67,7 @@ def planner(tmp_path: Path, services: SimpleNamespace, mode: RunMode, seed: int 
 
 
 def decide(p: _Planner, runs: list[FinalRun], params: dict[str, Any] = PARAMS) -> FinalPlanItem:
+    from hpoq.core.final_runs import highest_known_final_variant
     from hpoq.core.fingerprints import final_exec_fingerprint, final_spec_fingerprint
 
     assert p.final is not None
@@ -74,7 +75,8 @@ def decide(p: _Planner, runs: list[FinalRun], params: dict[str, Any] = PARAMS) -
     spec = final_spec_fingerprint(backbone, params, p.experiment.data, p.final)
     seed = p.final.seeds[0]
     exec_fp = final_exec_fingerprint(seed=seed, **p.environment)
-    return p._decide(BEST, params, spec, exec_fp, seed, 2, runs)
+    floor = highest_known_final_variant(p.services.runtime.layout, "tiny", runs)
+    return p._decide(BEST, params, spec, exec_fp, seed, 2, runs, floor)
 
 
 def finished(item: FinalPlanItem, status: str = "FINISHED") -> FinalRun:

@@ -200,9 +200,11 @@ class _Planner:
         items = []
         with plan_lock(self.services, best.backbone):
             runs = final_runs(self.client, self.experiment, best.backbone)
+            # Once per backbone: the plan lock's time is not spent asking again per seed.
+            floor = highest_known_final_variant(self.services.runtime.layout, best.backbone, runs)
             for seed in self.final.seeds:
                 exec_fp = final_exec_fingerprint(seed=seed, **self.environment)
-                job = self._decide(best, params, spec_fp, exec_fp, seed, epochs, runs)
+                job = self._decide(best, params, spec_fp, exec_fp, seed, epochs, runs, floor)
                 items.append(job)
         return items
 
@@ -215,6 +217,7 @@ class _Planner:
         seed: int,
         epochs: int,
         runs: list[FinalRun],
+        floor: int,
     ) -> FinalPlanItem:
         key = entry_field(best.backbone, spec_fp, exec_fp)
         entry = self.registry.get(key)
@@ -252,9 +255,6 @@ class _Planner:
                 return item(queued.study_name, latest, IN_FLIGHT_ACTION, job_id=queued.job_id)
             variant = latest
         else:
-            floor = highest_known_final_variant(
-                self.services.runtime.layout, best.backbone, self.client, self.experiment
-            )
             variant = self.counter.allocate(best.backbone, final_base_name(best.backbone), floor)
         job = self._job(best, params, spec_fp, exec_fp, seed, epochs, variant)
         self._send(key, job)
