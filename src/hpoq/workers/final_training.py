@@ -183,7 +183,7 @@ def _tags(job: FinalTrainingJob, ctx: WorkerContext) -> dict[str, str]:
 
 def _open_run(job: FinalTrainingJob, ctx: WorkerContext) -> str:
     from hpoq.core.retry import retry_call
-    from hpoq.core.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import transient_errors
 
     name = job.experiment.final_experiment_name
     run_name = f"{job.study_name}-seed-{job.seed}"
@@ -196,7 +196,7 @@ def _open_run(job: FinalTrainingJob, ctx: WorkerContext) -> str:
             ),
         ),
         what="MLflow create final-training run",
-        retry_on=_transient_errors(),
+        retry_on=transient_errors(),
     )
 
 
@@ -288,7 +288,7 @@ def _record(
     from mlflow.entities import Metric, Param
 
     from hpoq.core.retry import retry_call
-    from hpoq.core.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import transient_errors
     from hpoq.workers.checkpoint_store import upload_checkpoint
 
     now = int(time.time() * 1000)
@@ -302,7 +302,7 @@ def _record(
         Param("precision", job.precision.value),
         Param("train_on_validation", str(summary["trained_on"] != ["train"])),
     ]
-    transient = _transient_errors()
+    transient = transient_errors()
 
     def log_all() -> None:  # idempotent: retried on the same run
         ctx.mlflow.log_batch(run_id, metrics=metrics, params=params)
@@ -318,9 +318,10 @@ def _record(
 
 
 def _fail_run(job: FinalTrainingJob, ctx: WorkerContext, run_id: str, error: str) -> None:
+    from hpoq.core.trial_tracking import fail_run
+
     try:
-        ctx.mlflow.set_tag(run_id, job.experiment.tags.benchmark.error, error[:5000])
-        ctx.mlflow.set_terminated(run_id, status="FAILED")
+        fail_run(ctx.mlflow, run_id, error, job.experiment.tags.final_training.error)
     except Exception as exc:  # the registry still says failed, for retry-failed
         log.warning("could not mark final run %s FAILED: %s", run_id, exc)
 
