@@ -50,7 +50,15 @@ class Sender:
 @pytest.fixture
 def services(tmp_path: Path, any_redis: redis.Redis) -> SimpleNamespace:
     runtime = Runtime.from_settings(Settings(output_dir=tmp_path / "out", platform="local"))
-    return SimpleNamespace(redis=any_redis, keys=KEYS, runtime=runtime, celery=Sender())
+    from hpoq.core.tracking import make_client
+
+    return SimpleNamespace(
+        redis=any_redis,
+        keys=KEYS,
+        runtime=runtime,
+        celery=Sender(),
+        mlflow=lambda: make_client(runtime.mlflow_uri()),
+    )
 
 
 def planner(tmp_path: Path, services: SimpleNamespace, mode: RunMode, seed: int = 0) -> _Planner:
@@ -59,6 +67,7 @@ def planner(tmp_path: Path, services: SimpleNamespace, mode: RunMode, seed: int 
 
 
 def decide(p: _Planner, runs: list[FinalRun], params: dict[str, Any] = PARAMS) -> FinalPlanItem:
+    from hpoq.core.final_runs import highest_known_final_variant
     from hpoq.core.fingerprints import final_exec_fingerprint, final_spec_fingerprint
 
     assert p.final is not None
@@ -66,7 +75,8 @@ def decide(p: _Planner, runs: list[FinalRun], params: dict[str, Any] = PARAMS) -
     spec = final_spec_fingerprint(backbone, params, p.experiment.data, p.final)
     seed = p.final.seeds[0]
     exec_fp = final_exec_fingerprint(seed=seed, **p.environment)
-    return p._decide(BEST, params, spec, exec_fp, seed, 2, runs)
+    floor = highest_known_final_variant(p.services.runtime.layout, "tiny", runs)
+    return p._decide(BEST, params, spec, exec_fp, seed, 2, runs, floor)
 
 
 def finished(item: FinalPlanItem, status: str = "FINISHED") -> FinalRun:
@@ -162,10 +172,35 @@ def test_a_running_training_is_in_flight_while_its_worker_beats_and_lost_after(
     worker_reports(services, first, "running")
     field = entry_field("tiny", first.spec_fp, first.exec_fp)
     registry = FinalRegistry(services.redis, KEYS)
-    registry.keep_alive(field, "final-1@host:1", 60)
+    assert registry.acquire(field, "final-1@host:1", 60)
     running = [finished(first, status="RUNNING")]
     assert decide(p, running).action == "in_flight"
-    registry.let_go(field)  # what a lapsed heartbeat leaves
+    registry.release(field, "final-1@host:1")  # what a lapsed heartbeat leaves
     lost = decide(p, running)
     assert (lost.action, lost.variant) == ("continued", 1)
     assert len(services.celery.sent) == 2
+
+
+def test_planned_trainings_read_lost_running_and_failed_in_one_place(
+    tmp_path: Path, services: SimpleNamespace
+) -> None:
+    from hpoq.core.final_trainings import planned_finals
+    from hpoq.producer.final_training import failed_final_jobs
+
+    p = planner(tmp_path, services, RunMode.REUSE_IF_EXISTS)
+    first = decide(p, [])
+    [queued] = planned_finals(services.redis, KEYS)
+    assert (queued.state, queued.job.job_id) == ("queued", first.job_id)
+    worker_reports(services, first, "running")
+    field = entry_field("tiny", first.spec_fp, first.exec_fp)
+    assert [f.state for f in planned_finals(services.redis, KEYS)] == ["lost"]
+    registry = FinalRegistry(services.redis, KEYS)
+    assert registry.acquire(field, "final-1@host:1", 60)
+    assert [f.state for f in planned_finals(services.redis, KEYS, fields={field})] == ["running"]
+    assert planned_finals(services.redis, KEYS, "another-experiment") == []
+    assert planned_finals(services.redis, KEYS, fields={"other:x:y"}) == []
+    FinalRegistry(services.redis, KEYS).put(
+        field, "failed", services.celery.sent[-1].model_dump_json(), error="boom"
+    )
+    [(job, error)] = failed_final_jobs(services)  # type: ignore[arg-type]
+    assert (job.job_id, error) == (first.job_id, "boom")

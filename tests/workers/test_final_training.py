@@ -18,6 +18,7 @@ from hpoq.producer.final_training import retry_failed_final, train_final
 from hpoq.producer.local_run import RunReport, _final_failures
 from hpoq.producer.status import cluster_status
 from hpoq.workers.final_training import (
+    FinalLeaseLost,
     FinalTrainingInFlight,
     benchmark_final,
     execute_final_training,
@@ -66,10 +67,10 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     assert again.study_name == job.study_name and again.job_id != job.job_id
     registry = FinalRegistry(world.redis, world.ctx.keys)
     field = entry_field("tiny", again.spec_fp, again.exec_fp)
-    registry.keep_alive(field, "other-delivery@host:1", 60)
+    registry.acquire(field, "other-delivery@host:1", 60)
     with pytest.raises(FinalTrainingInFlight):  # another delivery is training it
         execute_final_training(again, world.ctx)
-    registry.let_go(field)
+    registry.release(field, "other-delivery@host:1")
     trained = execute_final_training(again, world.ctx)
     assert trained.status == "trained", trained.error
     finished = [
@@ -90,6 +91,43 @@ def test_a_failed_final_training_is_listed_retried_then_trained_once(
     [bench] = world.queued_benchmarks()
     assert (bench.study_name, bench.run_id) == ("final_tiny", trained.run_id)
     assert train_final(world.experiment, world.services).job_ids == []  # reused
+    registry.put(field, "failed", again.model_dump_json(), error="a late word")
+    assert retry_failed_final(world.services, world.experiment).items == []  # trained already
+    entry = registry.get(field)
+    assert entry is not None and entry.state == "finished"
     [model] = retrieve_final_models(world.experiment, world.runtime)
     assert (model["name"], model["run_id"]) == ("final_tiny", trained.run_id)
     assert model["checkpoint"]["digest"] and "test.macro-f1" in model["metrics"]
+
+
+def test_a_delivery_whose_lease_was_taken_over_records_nothing(
+    tmp_path: Path, real_redis: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPOQ_LEASE_SECONDS", "30")
+    world = World.create(tmp_path, real_redis, redis_url, n_trials=1, final_training={"epochs": 1})
+    for job in world.submit():
+        execute_trial(job, world.ctx)
+    train_final(world.experiment, world.services)
+    [job] = _queued(world)
+    registry = FinalRegistry(world.redis, world.ctx.keys)
+    field = entry_field("tiny", job.spec_fp, job.exec_fp)
+
+    import hpoq.workers.training.trainer as trainer
+
+    real_fit = trainer.fit
+
+    def stalled_past_its_lease(*args: object, **kwargs: object) -> None:
+        real_fit(*args, **kwargs)  # type: ignore[arg-type]
+        world.redis.delete(registry._alive_key(field))  # the lease lapsed meanwhile...
+        assert registry.acquire(field, "other-delivery@host:1", 60)  # ...and was taken
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "fit", stalled_past_its_lease)
+        with pytest.raises(FinalLeaseLost):
+            execute_final_training(job, world.ctx)
+    assert registry.holder(field) == "other-delivery@host:1"  # its lease left alone
+    [run] = world.runs(world.experiment.final_experiment_name)
+    assert run.info.status == "FAILED"
+    assert not final_checkpoint_dir(world.ctx, "tiny", "final_tiny").exists()
+    entry = registry.get(field)
+    assert entry is not None and entry.state == "running"  # the holder's word is awaited

@@ -91,3 +91,29 @@ def test_failed_jobs_are_expected_errors_that_are_never_retried(tasks: ModuleTyp
         assert JobFailed in task.throws  # FAILURE without a logged traceback
         assert not getattr(task, "autoretry_for", ())
         assert task.acks_late and task.app.conf.task_acks_on_failure_or_timeout
+
+
+def test_a_rejected_final_training_leaves_its_entry_failed_not_queued(
+    tmp_path: Path,
+    real_redis: redis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tasks: ModuleType,
+) -> None:
+    import json
+
+    from hpoq.core.coordination.final_registry import FinalRegistry
+
+    world = World.create(tmp_path, real_redis, redis_url, n_trials=1)
+    monkeypatch.setattr(tasks, "_context", world.ctx)
+    registry = FinalRegistry(world.redis, world.ctx.keys)
+    registry.put("tiny:spec:exec", "queued", json.dumps({"job_id": "final-bad"}))
+    registry.put("tiny:spec:other", "queued", json.dumps({"job_id": "final-good"}))
+
+    result = tasks.run_final_training.apply(args=[{"not": "a job"}], task_id="final-bad")
+
+    assert result.state == "FAILURE" and isinstance(result.result, JobRejected)
+    rejected, untouched = registry.get("tiny:spec:exec"), registry.get("tiny:spec:other")
+    assert rejected is not None and rejected.state == "failed"
+    assert (rejected.error or "").startswith("rejected: malformed ")
+    assert untouched is not None and untouched.state == "queued"

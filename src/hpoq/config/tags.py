@@ -53,6 +53,7 @@ class FinalTrainingTags(StrictModel):
     source_study_name: TagName = "hpoq.source_study_name"
     source_trial_number: TagName = "hpoq.source_trial_number"
     source_trial_id: TagName = "hpoq.source_trial_id"
+    error: TagName = "hpoq.error"  # why a FAILED final run failed
 
 
 class TagsRegistry(StrictModel):

@@ -10,6 +10,7 @@ number at or below the highest found in MLflow or on disk (coordination/variant_
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,6 @@ from hpoq.core.mlflow_queries import metric_value, parse_int_tag, query_runs_by_
 from hpoq.core.paths import OutputLayout
 from hpoq.core.trial_record import STAGE_FINAL_TRAINING
 from hpoq.core.variants import final_base_name, find_existing_variants, parse_variant
-from hpoq.redaction import redact_url
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -129,15 +129,11 @@ def disk_final_names(layout: OutputLayout, backbone: str) -> list[str]:
 
 
 def highest_known_final_variant(
-    layout: OutputLayout, backbone: str, client: MlflowClient | None, experiment: Experiment
+    layout: OutputLayout, backbone: str, runs: Iterable[FinalRun]
 ) -> int:
-    """The floor of the variant counter: the highest final variant MLflow or disk knows."""
-    names = set(disk_final_names(layout, backbone))
-    if client is not None:
-        try:
-            names |= {run.name for run in final_runs(client, experiment, backbone)}
-        except Exception as exc:  # one of two witnesses; the disk and Redis still count
-            log.warning("MLflow unreachable while seeding final variants: %s", redact_url(str(exc)))
+    """The floor of the variant counter: the highest final variant the disk or `runs` (the
+    backbone's final runs, already read from MLflow by the caller) knows."""
+    names = set(disk_final_names(layout, backbone)) | {run.name for run in runs}
     return max(find_existing_variants(final_base_name(backbone), names), default=0)
 
 

@@ -202,10 +202,11 @@ class FinalTrainingJob(JobBase):
         hpo_base = base_study_name(self.experiment.hpo.checkpoint.study_name, self.backbone)
         if parse_variant(hpo_base, self.source_study_name) != self.source_variant:
             raise ValueError(f"source_study_name is not variant {self.source_variant}")
-        found = [b for b in self.experiment.hpo.backbones if b.name == self.backbone]
-        if not found:
-            raise ValueError("backbone is not one of the experiment's backbones")
-        expected = final_spec_fingerprint(found[0], self.params, self.experiment.data, final)
+        try:
+            backbone = self.experiment.hpo.backbone(self.backbone)
+        except InputError as exc:  # pydantic reports ValueErrors with the field path
+            raise ValueError(str(exc)) from None
+        expected = final_spec_fingerprint(backbone, self.params, self.experiment.data, final)
         if self.spec_fp != expected:
             raise ValueError("spec_fp is not the fingerprint of this model under this experiment")
         return self

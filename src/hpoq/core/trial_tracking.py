@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 TRANSIENT = (ConnectionError, TimeoutError, OSError)
 
 
-def _transient_errors() -> tuple[type[BaseException], ...]:
+def transient_errors() -> tuple[type[BaseException], ...]:
     from mlflow.exceptions import MlflowException
 
     return (*TRANSIENT, MlflowException)
@@ -38,7 +38,7 @@ def start_trial_run(
             run_name=f"{record.study_name}-trial-{record.trial_number}",
         ),
         what="MLflow create_run",
-        retry_on=_transient_errors(),
+        retry_on=transient_errors(),
     )
     return str(run.info.run_id)
 
@@ -72,7 +72,7 @@ def finish_trial_run(
         client.log_batch(run_id, metrics=metrics, params=params)
         client.set_terminated(run_id, status=MLFLOW_STATUS[record.state])
 
-    retry_call(log, what="MLflow log trial", retry_on=_transient_errors())
+    retry_call(log, what="MLflow log trial", retry_on=transient_errors())
 
 
 def fail_run(client: MlflowClient, run_id: str, reason: str, error_tag: str) -> None:
@@ -82,7 +82,7 @@ def fail_run(client: MlflowClient, run_id: str, reason: str, error_tag: str) -> 
         client.set_tag(run_id, error_tag, reason[:5000])
         client.set_terminated(run_id, status="FAILED")
 
-    retry_call(mark, what="MLflow fail run", retry_on=_transient_errors(), attempts=3)
+    retry_call(mark, what="MLflow fail run", retry_on=transient_errors(), attempts=3)
 
 
 def lost_trial_recorder(

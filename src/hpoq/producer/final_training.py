@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from hpoq.config.base import RunMode
 from hpoq.config.experiment import Experiment
 from hpoq.config.final_training import FinalTrainingConfig
@@ -31,6 +29,7 @@ from hpoq.config.run_mode import get_final_training_run_mode
 from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
 from hpoq.core.coordination.variant_counter import VariantCounter
 from hpoq.core.final_runs import FinalRun, final_runs, highest_known_final_variant
+from hpoq.core.final_trainings import job_of, planned_finals
 from hpoq.core.fingerprints import final_exec_fingerprint, final_spec_fingerprint
 from hpoq.core.job_inputs import content_store, prepare_inputs, publish_inputs
 from hpoq.core.jobs import (
@@ -49,6 +48,7 @@ from hpoq.producer.submit import select_backbones
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
+    from redis.lock import Lock
 
 log = logging.getLogger(__name__)
 PLAN_LOCK_TIMEOUT_S = 60
@@ -197,17 +197,14 @@ class _Planner:
         backbone = self.experiment.hpo.backbone(best.backbone)
         spec_fp = final_spec_fingerprint(backbone, params, self.experiment.data, self.final)
         epochs = self.final.epochs or int(params.get("epochs", DEFAULT_EPOCHS))
-        lock = self.services.redis.lock(
-            self.services.keys.final_plan_lock(best.backbone),
-            timeout=PLAN_LOCK_TIMEOUT_S,
-            blocking_timeout=PLAN_LOCK_TIMEOUT_S,
-        )
         items = []
-        with lock:
+        with plan_lock(self.services, best.backbone):
             runs = final_runs(self.client, self.experiment, best.backbone)
+            # Once per backbone: the plan lock's time is not spent asking again per seed.
+            floor = highest_known_final_variant(self.services.runtime.layout, best.backbone, runs)
             for seed in self.final.seeds:
                 exec_fp = final_exec_fingerprint(seed=seed, **self.environment)
-                job = self._decide(best, params, spec_fp, exec_fp, seed, epochs, runs)
+                job = self._decide(best, params, spec_fp, exec_fp, seed, epochs, runs, floor)
                 items.append(job)
         return items
 
@@ -220,10 +217,11 @@ class _Planner:
         seed: int,
         epochs: int,
         runs: list[FinalRun],
+        floor: int,
     ) -> FinalPlanItem:
         key = entry_field(best.backbone, spec_fp, exec_fp)
         entry = self.registry.get(key)
-        queued = _job_of(entry.job) if entry is not None else None
+        queued = job_of(entry.job) if entry is not None else None
         matching = [r for r in runs if r.spec_fp == spec_fp and r.exec_fp == exec_fp]
         latest = max((r.variant for r in matching), default=0)
         if queued is not None:
@@ -257,9 +255,6 @@ class _Planner:
                 return item(queued.study_name, latest, IN_FLIGHT_ACTION, job_id=queued.job_id)
             variant = latest
         else:
-            floor = highest_known_final_variant(
-                self.services.runtime.layout, best.backbone, self.client, self.experiment
-            )
             variant = self.counter.allocate(best.backbone, final_base_name(best.backbone), floor)
         job = self._job(best, params, spec_fp, exec_fp, seed, epochs, variant)
         self._send(key, job)
@@ -298,6 +293,16 @@ class _Planner:
         send_final_job(self.services, self.registry, key, job)
 
 
+def plan_lock(services: Services, backbone: str) -> Lock:
+    """The backbone's plan lock: one producer at a time decides its final trainings."""
+    lock: Lock = services.redis.lock(
+        services.keys.final_plan_lock(backbone),
+        timeout=PLAN_LOCK_TIMEOUT_S,
+        blocking_timeout=PLAN_LOCK_TIMEOUT_S,
+    )
+    return lock
+
+
 def send_final_job(
     services: Services, registry: FinalRegistry, key: str, job: FinalTrainingJob
 ) -> None:
@@ -315,50 +320,64 @@ def send_final_job(
     log.info("enqueued final training %s (seed %d)", job.study_name, job.seed)
 
 
-def _job_of(raw: str) -> FinalTrainingJob | None:
-    try:
-        return FinalTrainingJob.model_validate_json(raw)
-    except ValidationError:
-        return None
-
-
 def failed_final_jobs(
     services: Services, experiment: Experiment | None = None
 ) -> list[tuple[FinalTrainingJob, str | None]]:
     """Final trainings (of `experiment`) whose latest attempt failed, with their errors."""
-    found = []
-    for entry in FinalRegistry(services.redis, services.keys).all():
-        if entry.state != "failed":
-            continue
-        job = _job_of(entry.job)
-        if job is None or (experiment is not None and job.experiment.name != experiment.name):
-            continue
-        found.append((job, entry.error))
-    return found
+    name = experiment.name if experiment is not None else None
+    return [
+        (p.job, p.error)
+        for p in planned_finals(services.redis, services.keys, name)
+        if p.state == "failed"
+    ]
 
 
 def retry_failed_final(services: Services, experiment: Experiment | None = None) -> FinalPlan:
     """Send again every final training whose latest attempt failed (same variant, new job
-    id); one that finished since is left alone."""
+    id). Each is looked at again under its backbone's plan lock: one sent or finished since
+    (a concurrent plan or retry, a late worker) is left alone."""
     registry = FinalRegistry(services.redis, services.keys)
     plan = FinalPlan()
+    by_backbone: dict[str, list[FinalTrainingJob]] = {}
     for job, _ in failed_final_jobs(services, experiment):
-        again = job.model_copy(update={"job_id": new_job_id("final")})
-        send_final_job(
-            services, registry, entry_field(job.backbone, job.spec_fp, job.exec_fp), again
-        )
-        plan.items.append(
-            FinalPlanItem(
-                backbone=job.backbone,
-                name=job.study_name,
-                variant=job.variant,
-                seed=job.seed,
-                action="retried",
-                spec_fp=job.spec_fp,
-                exec_fp=job.exec_fp,
-                source_study_name=job.source_study_name,
-                source_trial_number=job.source_trial_number,
-                job_id=again.job_id,
-            )
-        )
+        by_backbone.setdefault(job.backbone, []).append(job)
+    if not by_backbone:
+        return plan
+    client = services.mlflow()
+    for backbone, jobs in sorted(by_backbone.items()):
+        with plan_lock(services, backbone):
+            finished: set[str] = set()
+            for experiment_of in {j.experiment.name: j.experiment for j in jobs}.values():
+                finished |= {
+                    r.name for r in final_runs(client, experiment_of, backbone, status="FINISHED")
+                }
+            for job in jobs:
+                key = entry_field(job.backbone, job.spec_fp, job.exec_fp)
+                entry = registry.get(key)
+                current = job_of(entry.job) if entry is not None else None
+                if entry is None or entry.state != "failed" or current is None:
+                    continue
+                if current.job_id != job.job_id:
+                    continue  # sent again, or its worker's word changed, since it was listed
+                if job.study_name in finished:  # trained by another delivery meanwhile
+                    registry.put(key, "finished", entry.job)
+                    continue
+                again = job.model_copy(update={"job_id": new_job_id("final")})
+                send_final_job(services, registry, key, again)
+                plan.items.append(_retried(job, again.job_id))
     return plan
+
+
+def _retried(job: FinalTrainingJob, job_id: str) -> FinalPlanItem:
+    return FinalPlanItem(
+        backbone=job.backbone,
+        name=job.study_name,
+        variant=job.variant,
+        seed=job.seed,
+        action="retried",
+        spec_fp=job.spec_fp,
+        exec_fp=job.exec_fp,
+        source_study_name=job.source_study_name,
+        source_trial_number=job.source_trial_number,
+        job_id=job_id,
+    )

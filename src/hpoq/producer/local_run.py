@@ -25,9 +25,10 @@ from hpoq.config.experiment import Experiment
 from hpoq.core.benchmark_dispatch import measured_keys
 from hpoq.core.benchmark_index import Candidate, final_candidates, read_cache, select_candidates
 from hpoq.core.benchmark_results import benchmark_row, load_result
-from hpoq.core.coordination.final_registry import FinalRegistry, entry_field
+from hpoq.core.coordination.final_registry import entry_field
 from hpoq.core.failures import benchmark_error, first_trial_error
 from hpoq.core.final_runs import final_runs
+from hpoq.core.final_trainings import planned_finals
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.input_checks import check_inputs
 from hpoq.core.optuna_setup import count_finished
@@ -228,11 +229,12 @@ def _final_training(
     if not waiting:
         return
     _start(pool, signals)
-    registry = FinalRegistry(services.redis, services.keys)
-    fields = [entry_field(i.backbone, i.spec_fp, i.exec_fp) for i in waiting]
+    fields = {entry_field(i.backbone, i.spec_fp, i.exec_fp) for i in waiting}
     while True:
-        entries = [registry.get(f) for f in fields]
-        if all(e is not None and e.state in ("finished", "failed") for e in entries):
+        # Over: finished or failed (refused, out of retries) or gone; a `lost` one may be
+        # between a transient error and its retry, so it is waited on.
+        planned = planned_finals(services.redis, services.keys, fields=fields)
+        if all(p.state in ("finished", "failed") for p in planned):
             return
         _check(pool, deadline)
         time.sleep(POLL_S)

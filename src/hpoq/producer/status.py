@@ -104,21 +104,12 @@ def _final_trainings(
     """Final trainings planned (of `experiment`): variant, seed, state (queued, running,
     lost with its worker, finished, failed), the error of a failed one and the command
     that trains a failed or lost one again."""
-    from hpoq.core.coordination.final_registry import FinalRegistry
-    from hpoq.core.jobs import FinalTrainingJob
+    from hpoq.core.final_trainings import planned_finals
 
     rows = []
-    registry = FinalRegistry(services.redis, services.keys)
-    for entry in registry.all():
-        try:
-            job = FinalTrainingJob.model_validate_json(entry.job)
-        except ValueError:
-            continue
-        if experiment is not None and job.experiment.name != experiment.name:
-            continue
-        state: str = entry.state
-        if state == "running" and registry.holder(entry.field) is None:
-            state = "lost"  # its worker stopped beating; the next train-final trains it again
+    name = experiment.name if experiment is not None else None
+    for planned in planned_finals(services.redis, services.keys, name):
+        job, state = planned.job, planned.state
         row: dict[str, Any] = {
             "backbone": job.backbone,
             "study_name": job.study_name,
@@ -130,7 +121,7 @@ def _final_trainings(
         }
         path = shlex.quote(experiment_path) if experiment_path else "EXPERIMENT.yaml"
         if state == "failed":
-            row["error"] = entry.error
+            row["error"] = planned.error
             row["command"] = f"hpoq train-final {path} --retry-failed"
         elif state == "lost":
             row["command"] = f"hpoq train-final {path}"

@@ -253,7 +253,7 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     from mlflow.entities import Metric, Param
 
     from hpoq.core.retry import retry_call
-    from hpoq.core.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import transient_errors
 
     client = ctx.mlflow
     tags = _tags(job, ctx) | {"hpoq.device": result.device, "hpoq.device_name": result.device_name}
@@ -261,7 +261,7 @@ def _publish(job: BenchmarkJob, ctx: WorkerContext, result: Any) -> str:
     metrics = [Metric(k, v, now, 0) for k, v in sorted(result_metrics(result).items())]
     params = [Param(k, str(v)) for k, v in sorted(result.config.items())]
 
-    transient = _transient_errors()
+    transient = transient_errors()
     run_id = retry_call(
         lambda: _open_run(job, ctx, tags), what="MLflow create benchmark run", retry_on=transient
     )

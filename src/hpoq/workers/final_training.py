@@ -2,13 +2,15 @@
 final-training variant, scored on train, validation and test, recorded and published.
 
 Order, and why:
-1. a FINISHED run of this variant already in MLflow ends the job (a redelivery, or a job
-   sent twice): the model is never trained twice under one variant;
-2. another delivery training it (its heartbeat alive) sends this one back to the queue
-   for later; else the registry entry says `running`, a heartbeat keeps this worker's
-   `alive` key (one lease) while it trains, and a RUNNING MLflow run is opened in the final
-   experiment, tagged stage=final_training, the backbone and variant, spec_fp, exec_fp,
-   the seed and the source HPO run and trial;
+1. the entry's `alive` lease is taken (SET NX): another delivery holding it sends this one
+   back to the queue for later;
+2. under it, a FINISHED run of this variant already in MLflow ends the job (a redelivery,
+   or a job sent twice): the model is never trained twice under one variant; else the
+   registry entry says `running` (only while it still holds this job: a newer job sent
+   since is never overwritten), a heartbeat renews the lease while it trains (a lease lost
+   meanwhile: nothing is recorded and the checkpoint is not replaced), and a RUNNING MLflow
+   run is opened in the final experiment, tagged stage=final_training, the backbone and
+   variant, spec_fp, exec_fp, the seed and the source HPO run and trial;
 3. with a shared turn on the device (as a trial's), the model is built, scored on test
    untrained (the baseline it must beat), trained on train (+ validation) for the job's
    epochs under its seed and precision, then scored on every split;
@@ -30,6 +32,7 @@ import os
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +55,11 @@ SCORES_FILE = "final_scores.json"
 
 class FinalTrainingInFlight(JobInFlight):
     """Raised when another delivery of the job is training it (its heartbeat is alive)."""
+
+
+class FinalLeaseLost(FinalTrainingInFlight):
+    """Raised when this delivery's lease lapsed mid-training: another may train it, so
+    nothing is recorded and the job looks again later (finished by then, or trained)."""
 
 
 @dataclass(frozen=True)
@@ -86,51 +94,57 @@ def execute_final_training(job: FinalTrainingJob, ctx: WorkerContext) -> FinalOu
     registry = FinalRegistry(ctx.redis, ctx.keys)
     field = entry_field(job.backbone, job.spec_fp, job.exec_fp)
     as_json = job.model_dump_json()
-    done = _finished_run(job, ctx)
-    if done is not None:
-        registry.put(field, "finished", as_json)
-        return FinalOutcome("already_done", job.study_name, run_id=done.run_id)
-    holder = registry.holder(field)
-    if holder is not None:  # another delivery trains it: look again once it is done
-        raise FinalTrainingInFlight(f"final training {job.study_name} is running on {holder}")
     owner = f"{job.job_id}@{socket.gethostname()}:{os.getpid()}"
     lease_s = lease_seconds()
-    registry.keep_alive(field, owner, lease_s)
-    registry.put(field, "running", as_json)
-    beat = Heartbeat(lambda: registry.keep_alive(field, owner, lease_s), lease_s / 3, job.job_id)
+    if not registry.acquire(field, owner, lease_s):  # another delivery trains it: look again
+        raise FinalTrainingInFlight(
+            f"final training {job.study_name} is running on {registry.holder(field)}"
+        )
     try:
+        done = _finished_run(job, ctx)  # asked under the lease: no delivery finishes meanwhile
+        if done is not None:
+            registry.put_if_job(field, job.job_id, "finished", as_json)
+            return FinalOutcome("already_done", job.study_name, run_id=done.run_id)
+        registry.put_if_job(field, job.job_id, "running", as_json)
+        beat = Heartbeat(lambda: registry.renew(field, owner, lease_s), lease_s / 3, job.job_id)
+
+        def still_held() -> None:
+            """Raise once another delivery may be training: nothing of ours is published."""
+            if beat.lost.is_set() or not registry.renew(field, owner, lease_s):
+                raise FinalLeaseLost(f"final training {job.study_name}: its lease was lost")
+
         with beat:
             run_id = _open_run(job, ctx)
             try:
-                scores, baseline, checkpoint, summary = _train(job, ctx)
+                scores, baseline, checkpoint, summary = _train(job, ctx, still_held)
+                still_held()
                 _record(job, ctx, run_id, scores, baseline, checkpoint, summary)
+            except FinalLeaseLost as exc:
+                _fail_run(job, ctx, run_id, str(exc))
+                raise
             except Exception as exc:
                 text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 log.error("final training %s failed: %s", job.study_name, text)
                 traceback.clear_frames(exc.__traceback__)
                 _fail_run(job, ctx, run_id, text)
-                registry.put(field, "failed", as_json, error=text)
+                registry.put_if_job(field, job.job_id, "failed", as_json, error=text)
                 return FinalOutcome("failed", job.study_name, run_id=run_id, error=text)
-        registry.put(field, "finished", as_json)
+        registry.put_if_job(field, job.job_id, "finished", as_json)
         return FinalOutcome("trained", job.study_name, run_id=run_id)
     finally:
-        registry.let_go(field)
+        registry.release(field, owner)
 
 
 def benchmark_final(job: FinalTrainingJob, ctx: WorkerContext, sender: TaskSender) -> list[str]:
     """Enqueue the benchmark of the final model (never forced; a key measured or in flight
     is skipped by the dispatch path)."""
-    runs = [
-        r
-        for r in final_runs(ctx.mlflow, job.experiment, job.backbone, status="FINISHED")
-        if r.name == job.study_name
-    ]
-    if not runs:
+    run = _finished_run(job, ctx)
+    if run is None:
         return []
     report = dispatch(
         job.experiment,
         ctx.runtime,
-        [final_candidate(job.experiment, runs[0])],
+        [final_candidate(job.experiment, run)],
         mode=RunMode.REUSE_IF_EXISTS,
         leases=BenchmarkLeases(ctx.redis, ctx.keys),
         sender=sender,
@@ -169,7 +183,7 @@ def _tags(job: FinalTrainingJob, ctx: WorkerContext) -> dict[str, str]:
 
 def _open_run(job: FinalTrainingJob, ctx: WorkerContext) -> str:
     from hpoq.core.retry import retry_call
-    from hpoq.core.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import transient_errors
 
     name = job.experiment.final_experiment_name
     run_name = f"{job.study_name}-seed-{job.seed}"
@@ -182,12 +196,12 @@ def _open_run(job: FinalTrainingJob, ctx: WorkerContext) -> str:
             ),
         ),
         what="MLflow create final-training run",
-        retry_on=_transient_errors(),
+        retry_on=transient_errors(),
     )
 
 
 def _train(
-    job: FinalTrainingJob, ctx: WorkerContext
+    job: FinalTrainingJob, ctx: WorkerContext, still_held: Callable[[], None]
 ) -> tuple[dict[str, dict[str, float]], dict[str, float], Path, dict[str, Any]]:
     """Train under a shared turn on the device: (scores per split, the untrained model's
     test scores, the checkpoint folder, the summary)."""
@@ -248,6 +262,7 @@ def _train(
             folder = final_checkpoint_dir(ctx, job.backbone, job.study_name)
             tmp = folder.with_name(f"{folder.name}.tmp-{job.job_id}")
             write_model_files(tmp, run.model, run.tokenizer, run.labels, summary)
+            still_held()  # never replace the checkpoint of a delivery that holds the lease
             if folder.exists():
                 import shutil
 
@@ -273,7 +288,7 @@ def _record(
     from mlflow.entities import Metric, Param
 
     from hpoq.core.retry import retry_call
-    from hpoq.core.trial_tracking import _transient_errors
+    from hpoq.core.trial_tracking import transient_errors
     from hpoq.workers.checkpoint_store import upload_checkpoint
 
     now = int(time.time() * 1000)
@@ -287,7 +302,7 @@ def _record(
         Param("precision", job.precision.value),
         Param("train_on_validation", str(summary["trained_on"] != ["train"])),
     ]
-    transient = _transient_errors()
+    transient = transient_errors()
 
     def log_all() -> None:  # idempotent: retried on the same run
         ctx.mlflow.log_batch(run_id, metrics=metrics, params=params)
@@ -303,14 +318,27 @@ def _record(
 
 
 def _fail_run(job: FinalTrainingJob, ctx: WorkerContext, run_id: str, error: str) -> None:
+    from hpoq.core.trial_tracking import fail_run
+
     try:
-        ctx.mlflow.set_tag(run_id, job.experiment.tags.benchmark.error, error[:5000])
-        ctx.mlflow.set_terminated(run_id, status="FAILED")
+        fail_run(ctx.mlflow, run_id, error, job.experiment.tags.final_training.error)
     except Exception as exc:  # the registry still says failed, for retry-failed
         log.warning("could not mark final run %s FAILED: %s", run_id, exc)
 
 
 def record_final_failure(job: FinalTrainingJob, ctx: WorkerContext, error: str) -> None:
-    """A job that ran out of retries (a service down throughout): remembered as failed."""
+    """A job that ran out of retries (a service down throughout): remembered as failed,
+    unless a newer job was sent for its entry since."""
     field = entry_field(job.backbone, job.spec_fp, job.exec_fp)
-    FinalRegistry(ctx.redis, ctx.keys).put(field, "failed", job.model_dump_json(), error=error)
+    FinalRegistry(ctx.redis, ctx.keys).put_if_job(
+        field, job.job_id, "failed", job.model_dump_json(), error=error
+    )
+
+
+def record_rejected_final(ctx: WorkerContext, job_id: str, error: str) -> None:
+    """A job refused before it ran (a malformed payload): its entry, found by job id, is
+    marked failed, so nobody waits on a job that will never run."""
+    try:
+        FinalRegistry(ctx.redis, ctx.keys).fail_job(job_id, error)
+    except Exception as exc:  # bookkeeping never hides the rejection itself
+        log.warning("could not mark the rejected final training %s failed: %s", job_id, exc)

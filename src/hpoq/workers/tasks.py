@@ -223,9 +223,16 @@ def run_final_training(self: Task, payload: Any) -> dict[str, Any]:
         benchmark_final,
         execute_final_training,
         record_final_failure,
+        record_rejected_final,
     )
 
-    job = _parse(self, payload, FinalTrainingJob)
+    try:
+        job = _parse(self, payload, FinalTrainingJob)
+    except JobRejected as exc:
+        if self.request.id:  # the producer sends each job under its job id
+            ctx = worker_context(coordination_url(self.app))
+            record_rejected_final(ctx, str(self.request.id), str(exc))
+        raise
 
     def give_up(job: FinalTrainingJob, ctx: WorkerContext, exc: BaseException) -> None:
         record_final_failure(job, ctx, f"{type(exc).__name__}: {exc}")

@@ -1,4 +1,5 @@
-"""In-flight leases for benchmark keys, and their fencing numbers.
+"""In-flight leases: owned leases (`OwnedLeases`, shared by every holder-only lease), and
+the leases of benchmark keys with their fencing numbers.
 
 Contract:
 - A lease is one Redis string `owner token` with a TTL. `acquire` is SET NX PX: one
@@ -51,6 +52,15 @@ end
 return 0
 """
 
+# KEYS[1] lease; ARGV[1] expected owner, ARGV[2] ttl ms. 1 when extended, 0 when another
+# owner (or nobody) holds it.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
 # KEYS[1] lease; ARGV[1] expected owner. 1 when deleted.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -75,32 +85,60 @@ def key_hash(benchmark_key: str) -> str:
     return sha256_hex(benchmark_key)[:32]
 
 
+def _ms(ttl_s: float) -> int:
+    return max(1, int(ttl_s * 1000))
+
+
+class OwnedLeases:
+    """Leases on plain Redis keys that only their owner may extend or release: acquire is
+    SET NX PX, renew a compare-and-PEXPIRE, release a compare-and-DEL."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        return bool(self._client.set(key, owner, nx=True, px=_ms(ttl_s)))
+
+    def renew(self, key: str, owner: str, ttl_s: float) -> bool:
+        """Extend `owner`'s lease; False once it lapsed or someone else holds it."""
+        return bool(self._renew(keys=[key], args=[owner, _ms(ttl_s)]))
+
+    def release(self, key: str, owner: str) -> bool:
+        return bool(self._release(keys=[key], args=[owner]))
+
+    def holder(self, key: str) -> str | None:
+        value = self._client.get(key)
+        return None if value is None else str(value)
+
+    def holders(self, keys: list[str]) -> list[str | None]:
+        """Who holds each key, in one round trip (MGET)."""
+        if not keys:
+            return []
+        return [None if v is None else str(v) for v in self._client.mget(keys)]
+
+
 class BenchmarkLeases:
     def __init__(self, client: redis.Redis, keys: RedisKeys) -> None:
         self._client = client
         self._keys = keys
+        self._owned = OwnedLeases(client)
         self._extend = client.register_script(_EXTEND)
         self._transfer = client.register_script(_TRANSFER)
-        self._release = client.register_script(_RELEASE)
         self._finish = client.register_script(_FINISH)
 
     def _lease(self, benchmark_key: str) -> str:
         return self._keys.benchmark_lease(key_hash(benchmark_key))
 
     def acquire(self, benchmark_key: str, owner: str, ttl_s: float) -> bool:
-        return bool(
-            self._client.set(self._lease(benchmark_key), owner, nx=True, px=int(ttl_s * 1000))
-        )
+        return self._owned.acquire(self._lease(benchmark_key), owner, ttl_s)
 
     def holder(self, benchmark_key: str) -> str | None:
-        value = self._client.get(self._lease(benchmark_key))
-        return None if value is None else str(value)
+        return self._owned.holder(self._lease(benchmark_key))
 
     def holders(self, benchmark_keys: list[str]) -> list[str | None]:
-        if not benchmark_keys:
-            return []
-        values = self._client.mget([self._lease(k) for k in benchmark_keys])
-        return [None if v is None else str(v) for v in values]
+        return self._owned.holders([self._lease(k) for k in benchmark_keys])
 
     def transfer(self, benchmark_key: str, expected: str, new_owner: str, ttl_s: float) -> bool:
         return bool(
@@ -127,7 +165,7 @@ class BenchmarkLeases:
         )
 
     def release(self, benchmark_key: str, owner: str) -> bool:
-        return bool(self._release(keys=[self._lease(benchmark_key)], args=[owner]))
+        return self._owned.release(self._lease(benchmark_key), owner)
 
     def finish(self, benchmark_key: str, owner: str, job_id: str) -> bool:
         """The job is over (measured, failed, superseded): it leaves the registry and its
