@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_sweep.py"
 
 
+@pytest.mark.timeout(660)  # the sweep's own bound (subprocess timeout below) decides
 def test_the_cpu_sweep_writes_its_json_and_log(tmp_path: Path) -> None:
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HPOQ_", "MLFLOW_", "OUT"))}

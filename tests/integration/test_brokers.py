@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from hpoq.config.settings import Settings
-from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO
+from hpoq.core.jobs import QUEUE_BENCHMARK, QUEUE_HPO, QUEUE_TRAIN
 from hpoq.core.optuna_setup import JOB_ID_ATTR, RUN_ID_ATTR
 from hpoq.core.runtime import Runtime
 from hpoq.redaction import redact_url
@@ -54,7 +54,7 @@ def test_submit_status_and_a_worker_round_trip(
     submitted = hpoq_json(env, "submit", str(path))
     assert submitted["submitted"][0]["trials_enqueued"] == 3
     queued = hpoq_json(env, "status", str(path))
-    assert queued["queues"] == {QUEUE_HPO: 3, QUEUE_BENCHMARK: 0}
+    assert queued["queues"] == {QUEUE_HPO: 3, QUEUE_BENCHMARK: 0, QUEUE_TRAIN: 0}
     shown = queued["settings"]["broker_url"]  # password redacted
     assert shown == (redact_url(broker.url) if broker.amqp else None)
 
@@ -63,7 +63,7 @@ def test_submit_status_and_a_worker_round_trip(
         wait_for(lambda: finished(runs(runtime, "exp-benchmark")), 180, "the sweep", pool)
         wait_for(lambda: broker.quiet(real_redis), 60, "empty queues", pool)
         status = hpoq_json(env, "status", str(path))
-    assert status["queues"] == {QUEUE_HPO: 0, QUEUE_BENCHMARK: 0}
+    assert status["queues"] == {QUEUE_HPO: 0, QUEUE_BENCHMARK: 0, QUEUE_TRAIN: 0}
     assert [(v["finished"], v["running"]) for v in status["variants"]] == [(3, 0)]
     assert status["dead_letters"]["count"] == 0
     if broker.amqp:  # nothing queued in Redis: it holds the coordination only

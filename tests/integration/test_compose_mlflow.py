@@ -38,6 +38,7 @@ def _service() -> dict[str, object]:
         "MLFLOW_ADMIN_PASSWORD": PASSWORD,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY,
         "FLOWER_PASSWORD": "f",
+        "RABBITMQ_PASSWORD": "q",  # compose reads the rabbitmq profile's service too
         "HPOQ_NODE_NAME": "node",
     }
     service = interpolate(raw, env_file)["services"]["mlflow"]

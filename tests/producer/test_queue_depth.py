@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from hpoq.core.celery_app import create_app
-from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, TASK_RUN_TRIAL
+from hpoq.core.jobs import JOB_QUEUES, QUEUE_BENCHMARK, QUEUE_HPO, QUEUE_TRAIN, TASK_RUN_TRIAL
 from hpoq.errors import ServiceError
 from hpoq.producer.queue_depth import queue_lengths
 
@@ -18,10 +18,18 @@ QUEUES = JOB_QUEUES
 
 def test_redis_queue_lengths(real_redis: redis.Redis, redis_url: str) -> None:
     app = create_app(redis_url)
-    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {QUEUE_HPO: 0, QUEUE_BENCHMARK: 0}
+    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {
+        QUEUE_HPO: 0,
+        QUEUE_BENCHMARK: 0,
+        QUEUE_TRAIN: 0,
+    }
     for n in range(2):
         app.send_task(TASK_RUN_TRIAL, args=[{"n": n}], queue=QUEUE_HPO)
-    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {QUEUE_HPO: 2, QUEUE_BENCHMARK: 0}
+    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {
+        QUEUE_HPO: 2,
+        QUEUE_BENCHMARK: 0,
+        QUEUE_TRAIN: 0,
+    }
     app.close()
 
 
@@ -31,10 +39,18 @@ def test_rabbitmq_queue_lengths_never_declare_a_queue(
     app = create_app(redis_url, broker=amqp_url)
     # Nothing declared yet: 0 (a passive declare creates nothing, and raises for a queue
     # that is not there).
-    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {QUEUE_HPO: 0, QUEUE_BENCHMARK: 0}
+    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {
+        QUEUE_HPO: 0,
+        QUEUE_BENCHMARK: 0,
+        QUEUE_TRAIN: 0,
+    }
     for n in range(3):
         app.send_task(TASK_RUN_TRIAL, args=[{"n": n}], queue=QUEUE_HPO)
-    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {QUEUE_HPO: 3, QUEUE_BENCHMARK: 0}
+    assert queue_lengths(app, real_redis, redis_url, QUEUES) == {
+        QUEUE_HPO: 3,
+        QUEUE_BENCHMARK: 0,
+        QUEUE_TRAIN: 0,
+    }
     assert real_redis.llen(QUEUE_HPO) == 0  # the jobs are on RabbitMQ, not in Redis
     app.close()
 
