@@ -56,23 +56,45 @@ def key_suffix(experiment: Experiment) -> str:
     return benchmark_key.key_suffix(experiment.data, experiment.benchmark)
 
 
-def candidate_for(experiment: Experiment, best: BestTrial) -> Candidate:
+def _candidate(
+    experiment: Experiment,
+    *,
+    backbone: str,
+    study_name: str,
+    variant: int,
+    trial_number: int,
+    trial_id: str,
+    run_id: str | None,
+) -> Candidate:
+    """A model to benchmark and its key, which names its variant, run and trial."""
     key = build_benchmark_key(
-        backbone=best.backbone,
-        variant=best.study_name,
-        run_id=best.run_id,
-        trial_id=best.trial_id,
+        backbone=backbone,
+        variant=study_name,
+        run_id=run_id,
+        trial_id=trial_id,
         data=experiment.data,
         benchmark=experiment.benchmark,
     )
     return Candidate(
+        backbone=backbone,
+        study_name=study_name,
+        variant=variant,
+        trial_number=trial_number,
+        trial_id=trial_id,
+        run_id=run_id,
+        key=key,
+    )
+
+
+def candidate_for(experiment: Experiment, best: BestTrial) -> Candidate:
+    return _candidate(
+        experiment,
         backbone=best.backbone,
         study_name=best.study_name,
         variant=best.variant,
         trial_number=best.trial_number,
         trial_id=best.trial_id,
         run_id=best.run_id,
-        key=key,
     )
 
 
@@ -110,22 +132,14 @@ def select_candidates(
 def final_candidate(experiment: Experiment, run: FinalRun) -> Candidate:
     """A finished final model and its key: the variant is its name (`final_{backbone}...`),
     the run id its final run's, the trial id the HPO trial it was trained from."""
-    key = build_benchmark_key(
-        backbone=run.backbone,
-        variant=run.name,
-        run_id=run.run_id,
-        trial_id=run.source_trial_id,
-        data=experiment.data,
-        benchmark=experiment.benchmark,
-    )
-    return Candidate(
+    return _candidate(
+        experiment,
         backbone=run.backbone,
         study_name=run.name,
         variant=run.variant,
         trial_number=run.source_trial_number or 0,
         trial_id=run.source_trial_id,
         run_id=run.run_id,
-        key=key,
     )
 
 
