@@ -17,6 +17,7 @@ import redis
 from hpoq.config.experiment import Experiment
 from hpoq.core.coordination.keys import redis_keys
 from hpoq.core.fingerprints import study_key_hash
+from hpoq.core.jobs import JOB_QUEUES
 from hpoq.core.runtime import Runtime
 from hpoq.core.tracking import make_client
 from hpoq.core.variants import VariantRef
@@ -88,8 +89,7 @@ def budget_state(client: redis.Redis, runtime: Runtime, study: str = "hpo_tiny")
 def quiet(client: redis.Redis) -> bool:
     """Nothing queued, nothing delivered and unacknowledged: every job has run to its end."""
     return (
-        client.llen("hpo") == 0
-        and client.llen("benchmark") == 0
+        all(client.llen(queue) == 0 for queue in JOB_QUEUES)
         and client.hlen("unacked") == 0
         and client.zcard("unacked_index") == 0
     )

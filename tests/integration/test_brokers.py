@@ -135,10 +135,11 @@ def test_a_sigkilled_workers_job_is_delivered_again_to_another_worker(
         wait_for(
             lambda: trials(runtime, experiment, State.COMPLETE), 180, "the trial done", [survivor]
         )
-        wait_for(lambda: broker.quiet(real_redis), 60, "an idle cluster", [survivor])
+        # The variant's benchmark and the redelivered job's in-flight rechecks come first.
+        wait_for(lambda: broker.quiet(real_redis), 180, "an idle cluster", [survivor])
         # The redelivered job itself ends, in either broker's case.
         outcome = wait_for(
-            lambda: task_outcome(real_redis, job_id), 120, "the job's own end", [survivor]
+            lambda: task_outcome(real_redis, job_id), 180, "the job's own end", [survivor]
         )
 
     since_first = (_received_at(survivor, job_id) - _received_at(victim, job_id)).total_seconds()

@@ -100,10 +100,6 @@ def test_a_job_redelivered_after_the_visibility_timeout_while_it_runs_runs_once(
     path = write_experiment(tmp_path, n_trials=1, benchmark_extra=held)
     experiment = make_experiment(tmp_path, n_trials=1, benchmark_extra=held)
     runtime = Runtime.from_settings(Settings(output_dir=output, platform="local"))
-    [submitted] = Submitter(
-        experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
-    ).submit()
-    [trial_job] = submitted.job_ids
     markers = tmp_path / "markers"
     markers.mkdir()
     env = cluster_env(
@@ -116,6 +112,14 @@ def test_a_job_redelivered_after_the_visibility_timeout_while_it_runs_runs_once(
         **{MARKERS_ENV: str(markers)},
     )
     with workers(env, tmp_path, 2) as pool:
+        # Both workers up before the job goes out: on a loaded host a worker that is still
+        # starting when the 12 s trial ends would find nothing left to redeliver.
+        for worker in pool:
+            wait_for(lambda w=worker: " ready." in w.log(), 120, "the workers", pool)
+        [submitted] = Submitter(
+            experiment, runtime, real_redis, redis_keys(runtime), create_app(redis_url)
+        ).submit()
+        [trial_job] = submitted.job_ids
         wait_for(lambda: _received(pool, trial_job) >= 2, 60, "the trial's redelivery", pool)
         [lease] = wait_for(
             lambda: [k for k in lease_keys(real_redis) if "@" in (real_redis.get(k) or "")],
