@@ -6,6 +6,7 @@ until the claims can be believed."""
 from __future__ import annotations
 
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from hpoq.core.coordination.leases import BenchmarkLeases
 from hpoq.core.fingerprints import study_key_hash
 from hpoq.core.jobs import TASK_RUN_BENCHMARK, TASK_RUN_TRIAL, BenchmarkJob, TrialJob, parse_job
 from hpoq.core.optuna_setup import JOB_ID_ATTR, open_variant_study
-from hpoq.core.reaper import LOST_REASON, Reaper
+from hpoq.core.reaper import LOST_REASON, Reaper, ReapReport
 from hpoq.core.runtime import Runtime
 from hpoq.core.trial_record import TrialRecord
 from hpoq.core.trial_tracking import start_trial_run
@@ -81,13 +82,22 @@ class World:
         trial.set_user_attr(JOB_ID_ATTR, job.job_id)
         return trial
 
-    def trusted_pass(self) -> Any:
-        """Passes until the claims are trusted (a fresh watch waits one reaper lease)."""
+    def trusted_pass(self) -> ReapReport:
+        """Passes until the claims are trusted (a fresh watch waits one reaper lease), and
+        what they all did: a step slower than two thirds of the reaper's lease since the
+        last pass makes the next one untrusted, and that pass still retires a finished
+        variant (only reaping waits for trust)."""
+        done = ReapReport(trusted=False)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             report = self.reaper.run_once()
-            if report is not None and report.trusted:
-                return report
+            if report is not None:
+                for found in fields(report):
+                    if found.name != "trusted":
+                        getattr(done, found.name).extend(getattr(report, found.name))
+                if report.trusted:
+                    done.trusted = True
+                    return done
             time.sleep(REAPER_LEASE_S / 3)
         raise AssertionError("the reaper never trusted the claims")
 
